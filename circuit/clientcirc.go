@@ -1,0 +1,286 @@
+package circuit
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+)
+
+// HopSpec is what the client knows of a relay from the consensus.
+type HopSpec struct {
+	Identity [32]byte
+	LinkKey  [32]byte
+	OnionKey [32]byte
+	Addr     netip.AddrPort
+}
+
+// ClientCircuit is a circuit as its client sees it: one layer per hop
+// built so far, a handshake in progress, and the streams that exit at the
+// last hop. The driver calls it under the circuit's lock.
+type ClientCircuit struct {
+	hops    []*hopLayer
+	pending *ClientHandshake
+	ep      endpoint
+	nextID  uint16
+	acts    *ClientActions
+	cell    Cell
+}
+
+// ClientActions is what the driver must do after a call.
+type ClientActions struct {
+	ToLink    []Cell       // cells for the first hop (driver sets CircID)
+	Extended  bool         // a hop was added
+	Connected []uint16     // streams the exit opened
+	Data      []StreamData // stream bytes, in order
+	Ends      []StreamEnd  // streams the exit closed
+	Writable  []uint16     // streams whose windows reopened (0: all)
+}
+
+// Reset empties a for reuse.
+func (a *ClientActions) Reset() {
+	a.ToLink = a.ToLink[:0]
+	a.Extended = false
+	a.Connected, a.Data, a.Ends, a.Writable = a.Connected[:0], a.Data[:0], a.Ends[:0], a.Writable[:0]
+}
+
+// NewClientCircuit returns an empty circuit.
+func NewClientCircuit() *ClientCircuit {
+	return &ClientCircuit{nextID: 1}
+}
+
+// Hops is the number of hops built.
+func (c *ClientCircuit) Hops() int { return len(c.hops) }
+
+// Create starts the first hop and returns the CREATE payload.
+func (c *ClientCircuit) Create(rand io.Reader, hop HopSpec) (*[PayloadSize]byte, error) {
+	if len(c.hops) != 0 || c.pending != nil {
+		return nil, fmt.Errorf("%w: CREATE on a started circuit", ErrProtocol)
+	}
+	h, msg1, err := NewClientHandshake(rand, hop.Identity, hop.OnionKey, 1)
+	if err != nil {
+		return nil, err
+	}
+	var p [PayloadSize]byte
+	if err := EncodeCreate(&p, HandshakeNK, msg1); err != nil {
+		return nil, err
+	}
+	c.pending = h
+	return &p, nil
+}
+
+// HandleCreated completes the first hop.
+func (c *ClientCircuit) HandleCreated(payload *[PayloadSize]byte) error {
+	if len(c.hops) != 0 || c.pending == nil {
+		return fmt.Errorf("%w: unexpected CREATED", ErrProtocol)
+	}
+	msg2, err := DecodeCreated(payload[:])
+	if err != nil {
+		return err
+	}
+	return c.finishHop(msg2)
+}
+
+func (c *ClientCircuit) finishHop(msg2 []byte) error {
+	keys, err := c.pending.Finish(msg2)
+	c.pending = nil
+	if err != nil {
+		return err
+	}
+	hop, err := newHopLayer(keys, len(c.hops)+1)
+	if err != nil {
+		return err
+	}
+	c.hops = append(c.hops, hop)
+	c.ep = newEndpoint(MaxDataSize(hop.pos), c.emitForward)
+	return nil
+}
+
+// Extend asks the last hop to extend to hop; the EXTEND cell is in a.ToLink.
+func (c *ClientCircuit) Extend(rand io.Reader, hop HopSpec, a *ClientActions) error {
+	c.acts = a
+	if len(c.hops) == 0 || c.pending != nil || len(c.ep.streams) > 0 {
+		return fmt.Errorf("%w: cannot extend now", ErrProtocol)
+	}
+	if len(c.hops) >= MaxHops {
+		return fmt.Errorf("%w: circuit too long", ErrProtocol)
+	}
+	h, msg1, err := NewClientHandshake(rand, hop.Identity, hop.OnionKey, len(c.hops)+1)
+	if err != nil {
+		return err
+	}
+	req := ExtendRequest{Identity: hop.Identity, LinkKey: hop.LinkKey, Addr: hop.Addr, HType: HandshakeNK, Handshake: msg1}
+	data, err := req.Encode()
+	if err != nil {
+		return err
+	}
+	if err := c.emitForward(RelayMsg{Cmd: RelayExtend, Data: data}); err != nil {
+		return err
+	}
+	c.pending = h
+	return nil
+}
+
+// emitForward seals a message for the last hop through every layer.
+func (c *ClientCircuit) emitForward(m RelayMsg) error {
+	last := len(c.hops)
+	cell := &c.cell
+	cell.Cmd = CmdRelay
+	if err := EncodeRelayMsg(cell.Payload[:BodySize(last)], m); err != nil {
+		return err
+	}
+	flag := FlagLocal
+	for i := last - 1; i >= 0; i-- {
+		if err := c.hops[i].sealForward(&cell.Payload, flag); err != nil {
+			return err
+		}
+		flag = FlagForward
+	}
+	c.acts.ToLink = append(c.acts.ToLink, *cell)
+	return nil
+}
+
+// HandleBackward processes a RELAY cell from the first hop. Any error
+// means the circuit must be destroyed.
+func (c *ClientCircuit) HandleBackward(payload *[PayloadSize]byte, a *ClientActions) error {
+	c.acts = a
+	for i, hop := range c.hops {
+		flag, err := hop.openBackward(payload)
+		if err != nil {
+			return err
+		}
+		if flag == FlagForward {
+			continue
+		}
+		m, err := DecodeRelayMsg(payload[:BodySize(hop.pos)])
+		if err != nil {
+			return err
+		}
+		return c.handleLocal(i+1, m)
+	}
+	return fmt.Errorf("%w: cell forwarded past the last hop", ErrProtocol)
+}
+
+func (c *ClientCircuit) handleLocal(from int, m RelayMsg) error {
+	a := c.acts
+	if m.Cmd == RelayDrop {
+		return nil
+	}
+	if m.Cmd == RelayExtended {
+		if from != len(c.hops) || c.pending == nil {
+			return fmt.Errorf("%w: unexpected EXTENDED", ErrProtocol)
+		}
+		msg2, err := DecodeCreated(m.Data)
+		if err != nil {
+			return err
+		}
+		if err := c.finishHop(msg2); err != nil {
+			return err
+		}
+		a.Extended = true
+		return nil
+	}
+	if from != len(c.hops) || c.pending != nil {
+		return fmt.Errorf("%w: stream message from hop %d", ErrProtocol, from)
+	}
+	switch m.Cmd {
+	case RelayConnected:
+		s, ok := c.ep.streams[m.StreamID]
+		if !ok || s.open {
+			return fmt.Errorf("%w: unexpected CONNECTED", ErrProtocol)
+		}
+		s.open = true
+		a.Connected = append(a.Connected, m.StreamID)
+	case RelayData:
+		if m.StreamID == 0 {
+			return fmt.Errorf("%w: DATA on stream 0", ErrProtocol)
+		}
+		if err := c.ep.onData(m.StreamID); err != nil {
+			return err
+		}
+		if _, ok := c.ep.streams[m.StreamID]; ok {
+			a.Data = append(a.Data, StreamData{StreamID: m.StreamID, Data: append([]byte(nil), m.Data...)})
+		}
+	case RelayEnd:
+		if _, ok := c.ep.streams[m.StreamID]; ok {
+			c.ep.endStream(m.StreamID)
+			a.Ends = append(a.Ends, StreamEnd{StreamID: m.StreamID, Reason: endReasonOf(m.Data)})
+		}
+	case RelaySendme:
+		ok, err := c.ep.onSendme(m.StreamID)
+		if ok {
+			a.Writable = append(a.Writable, m.StreamID)
+		}
+		return err
+	default:
+		return fmt.Errorf("%w: relay command %d not for a client", ErrProtocol, m.Cmd)
+	}
+	return nil
+}
+
+// OpenStream sends BEGIN for host:port to the last hop and returns the new
+// stream's ID.
+func (c *ClientCircuit) OpenStream(host string, port uint16, a *ClientActions) (uint16, error) {
+	c.acts = a
+	if len(c.hops) == 0 || c.pending != nil {
+		return 0, fmt.Errorf("%w: circuit not built", ErrProtocol)
+	}
+	data, err := EncodeBegin(host, port)
+	if err != nil {
+		return 0, err
+	}
+	id, err := c.allocStreamID()
+	if err != nil {
+		return 0, err
+	}
+	if err := c.ep.addStream(id); err != nil {
+		return 0, err
+	}
+	if err := c.emitForward(RelayMsg{Cmd: RelayBegin, StreamID: id, Data: data}); err != nil {
+		c.ep.endStream(id)
+		return 0, err
+	}
+	return id, nil
+}
+
+func (c *ClientCircuit) allocStreamID() (uint16, error) {
+	for range 1 << 16 {
+		id := c.nextID
+		c.nextID++
+		if c.nextID == 0 {
+			c.nextID = 1
+		}
+		if _, used := c.ep.streams[id]; !used && id != 0 {
+			return id, nil
+		}
+	}
+	return 0, ErrTooManyStreams
+}
+
+// CloseStream sends END for stream id.
+func (c *ClientCircuit) CloseStream(id uint16, a *ClientActions) error {
+	c.acts = a
+	if _, ok := c.ep.streams[id]; !ok {
+		return nil
+	}
+	c.ep.endStream(id)
+	return c.emitForward(RelayMsg{Cmd: RelayEnd, StreamID: id, Data: []byte{byte(EndDone)}})
+}
+
+// CanPackage reports whether stream id may send data now.
+func (c *ClientCircuit) CanPackage(id uint16) bool { return c.ep.canSend(id) }
+
+// PackageData sends as much of data as the windows allow; see
+// RelayCircuit.PackageData.
+func (c *ClientCircuit) PackageData(id uint16, data []byte, a *ClientActions) (int, error) {
+	c.acts = a
+	return c.ep.packageData(id, data)
+}
+
+// StreamConsumed reports that the application read n cells of stream id.
+func (c *ClientCircuit) StreamConsumed(id uint16, n int, a *ClientActions) error {
+	c.acts = a
+	return c.ep.consumed(id, n)
+}
+
+// StreamCount is the number of open streams.
+func (c *ClientCircuit) StreamCount() int { return len(c.ep.streams) }

@@ -1,0 +1,283 @@
+package circuit
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/veilnet/veil/crypto"
+)
+
+// RelayCircuit is one circuit as a relay sees it: the layer it shares with
+// the client, whether it has extended, and the streams exiting here. The
+// driver owns the links and sockets; it calls these methods under the
+// circuit's lock and carries out the returned RelayActions.
+type RelayCircuit struct {
+	hop       *hopLayer
+	extended  bool // an EXTEND was accepted; never a second one
+	extending bool // waiting for the next hop's CREATED
+	ep        endpoint
+	acts      *RelayActions // set for the duration of one call
+	cell      Cell          // scratch for outgoing messages
+}
+
+// RelayActions is what the driver must do after a call. Reset it between
+// calls; its slices are reused.
+type RelayActions struct {
+	ToNext   []Cell         // cells for the next hop (driver sets CircID)
+	ToPrev   []Cell         // cells toward the client (driver sets CircID)
+	Extend   *ExtendRequest // open a link to this relay and send CREATE
+	Begins   []BeginRequest // open exit streams
+	Data     []StreamData   // bytes for exit streams, in order
+	Ends     []StreamEnd    // streams the client closed
+	Writable []uint16       // streams whose windows reopened (0: all)
+}
+
+// BeginRequest asks the driver to open an exit stream.
+type BeginRequest struct {
+	StreamID uint16
+	Host     string
+	Port     uint16
+}
+
+// StreamData is data for one stream. Data is a fresh copy the driver owns.
+type StreamData struct {
+	StreamID uint16
+	Data     []byte
+}
+
+// StreamEnd reports a stream closed by the other end.
+type StreamEnd struct {
+	StreamID uint16
+	Reason   EndReason
+}
+
+// Reset empties a for reuse.
+func (a *RelayActions) Reset() {
+	a.ToNext, a.ToPrev = a.ToNext[:0], a.ToPrev[:0]
+	a.Extend = nil
+	a.Begins, a.Data, a.Ends, a.Writable = a.Begins[:0], a.Data[:0], a.Ends[:0], a.Writable[:0]
+}
+
+// AcceptCreate answers a CREATE payload with the relay's onion keys (the
+// current one first, then the previous one during rotation). It returns
+// the new circuit and the CREATED payload to send back.
+func AcceptCreate(rand io.Reader, relayID [32]byte, onionKeys []*crypto.StaticKey, payload *[PayloadSize]byte) (*RelayCircuit, *[PayloadSize]byte, error) {
+	ht, hdata, err := DecodeCreate(payload)
+	if err != nil {
+		return nil, nil, err
+	}
+	if ht != HandshakeNK {
+		return nil, nil, fmt.Errorf("%w: unknown handshake type %d", ErrHandshake, ht)
+	}
+	var (
+		msg2 []byte
+		keys *HopKeys
+		pos  int
+	)
+	err = ErrHandshake
+	for _, k := range onionKeys {
+		if msg2, keys, pos, err = RespondHandshake(rand, relayID, k, hdata); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	hop, err := newHopLayer(keys, pos)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc := &RelayCircuit{hop: hop}
+	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward)
+	var created [PayloadSize]byte
+	if err := EncodeCreated(&created, msg2); err != nil {
+		return nil, nil, err
+	}
+	return rc, &created, nil
+}
+
+// Position is this relay's position in the circuit (1 = guard).
+func (rc *RelayCircuit) Position() int { return rc.hop.pos }
+
+// emitBackward seals a message from this hop toward the client.
+func (rc *RelayCircuit) emitBackward(m RelayMsg) error {
+	c := &rc.cell
+	c.Cmd = CmdRelay
+	if err := EncodeRelayMsg(c.Payload[:BodySize(rc.hop.pos)], m); err != nil {
+		return err
+	}
+	if err := rc.hop.sealBackward(&c.Payload, FlagLocal); err != nil {
+		return err
+	}
+	rc.acts.ToPrev = append(rc.acts.ToPrev, *c)
+	return nil
+}
+
+// HandleForward processes a RELAY cell from the previous hop. Any error
+// means the circuit must be destroyed in both directions.
+func (rc *RelayCircuit) HandleForward(payload *[PayloadSize]byte, a *RelayActions) error {
+	rc.acts = a
+	flag, err := rc.hop.openForward(payload)
+	if err != nil {
+		return err
+	}
+	if flag == FlagForward {
+		if !rc.extended || rc.extending {
+			return fmt.Errorf("%w: forward cell with no next hop", ErrProtocol)
+		}
+		a.ToNext = append(a.ToNext, Cell{Cmd: CmdRelay, Payload: *payload})
+		return nil
+	}
+	m, err := DecodeRelayMsg(payload[:BodySize(rc.hop.pos)])
+	if err != nil {
+		return err
+	}
+	return rc.handleLocal(m)
+}
+
+func (rc *RelayCircuit) handleLocal(m RelayMsg) error {
+	a := rc.acts
+	if rc.extended && m.Cmd != RelayDrop {
+		// A middle hop carries no streams and takes no second EXTEND.
+		return fmt.Errorf("%w: relay command %d at a middle hop", ErrProtocol, m.Cmd)
+	}
+	switch m.Cmd {
+	case RelayDrop:
+		return nil
+	case RelayExtend:
+		if len(rc.ep.streams) > 0 {
+			return fmt.Errorf("%w: EXTEND after BEGIN", ErrProtocol)
+		}
+		if rc.hop.pos >= MaxHops {
+			return fmt.Errorf("%w: circuit too long", ErrProtocol)
+		}
+		req, err := DecodeExtend(m.Data)
+		if err != nil {
+			return err
+		}
+		req.Handshake = append([]byte(nil), req.Handshake...)
+		rc.extended, rc.extending = true, true
+		a.Extend = req
+		return nil
+	case RelayBegin:
+		host, port, err := DecodeBegin(m.Data)
+		if err != nil {
+			return err
+		}
+		if err := rc.ep.addStream(m.StreamID); err != nil {
+			if err == ErrTooManyStreams {
+				return rc.emitBackward(RelayMsg{Cmd: RelayEnd, StreamID: m.StreamID, Data: []byte{byte(EndResourceLimit)}})
+			}
+			return err
+		}
+		a.Begins = append(a.Begins, BeginRequest{StreamID: m.StreamID, Host: host, Port: port})
+		return nil
+	case RelayData:
+		if m.StreamID == 0 {
+			return fmt.Errorf("%w: DATA on stream 0", ErrProtocol)
+		}
+		if err := rc.ep.onData(m.StreamID); err != nil {
+			return err
+		}
+		if _, ok := rc.ep.streams[m.StreamID]; ok {
+			a.Data = append(a.Data, StreamData{StreamID: m.StreamID, Data: append([]byte(nil), m.Data...)})
+		}
+		return nil
+	case RelayEnd:
+		if _, ok := rc.ep.streams[m.StreamID]; ok {
+			rc.ep.endStream(m.StreamID)
+			a.Ends = append(a.Ends, StreamEnd{StreamID: m.StreamID, Reason: endReasonOf(m.Data)})
+		}
+		return nil
+	case RelaySendme:
+		ok, err := rc.ep.onSendme(m.StreamID)
+		if ok {
+			a.Writable = append(a.Writable, m.StreamID)
+		}
+		return err
+	default:
+		return fmt.Errorf("%w: relay command %d not for a relay", ErrProtocol, m.Cmd)
+	}
+}
+
+func endReasonOf(data []byte) EndReason {
+	if len(data) == 0 {
+		return EndMisc
+	}
+	return EndReason(data[0])
+}
+
+// HandleBackward processes a RELAY cell from the next hop: it adds this
+// hop's layer and sends it toward the client.
+func (rc *RelayCircuit) HandleBackward(payload *[PayloadSize]byte, a *RelayActions) error {
+	rc.acts = a
+	if !rc.extended || rc.extending {
+		return fmt.Errorf("%w: backward cell with no next hop", ErrProtocol)
+	}
+	c := Cell{Cmd: CmdRelay, Payload: *payload}
+	if err := rc.hop.sealBackward(&c.Payload, FlagForward); err != nil {
+		return err
+	}
+	a.ToPrev = append(a.ToPrev, c)
+	return nil
+}
+
+// HandleCreated processes the next hop's CREATED: the EXTENDED message
+// goes back to the client.
+func (rc *RelayCircuit) HandleCreated(payload *[PayloadSize]byte, a *RelayActions) error {
+	rc.acts = a
+	if !rc.extending {
+		return fmt.Errorf("%w: unexpected CREATED", ErrProtocol)
+	}
+	hdata, err := DecodeCreated(payload[:])
+	if err != nil {
+		return err
+	}
+	rc.extending = false
+	data := make([]byte, 2+len(hdata))
+	data[0], data[1] = byte(len(hdata)>>8), byte(len(hdata))
+	copy(data[2:], hdata)
+	return rc.emitBackward(RelayMsg{Cmd: RelayExtended, Data: data})
+}
+
+// StreamConnected tells the client that the exit reached the target.
+func (rc *RelayCircuit) StreamConnected(id uint16, a *RelayActions) error {
+	rc.acts = a
+	s, ok := rc.ep.streams[id]
+	if !ok {
+		return nil
+	}
+	s.open = true
+	return rc.emitBackward(RelayMsg{Cmd: RelayConnected, StreamID: id})
+}
+
+// StreamEnded tells the client that the exit's side of a stream closed
+// (the target hung up, or the connection failed with reason).
+func (rc *RelayCircuit) StreamEnded(id uint16, reason EndReason, a *RelayActions) error {
+	rc.acts = a
+	if _, ok := rc.ep.streams[id]; !ok {
+		return nil
+	}
+	rc.ep.endStream(id)
+	return rc.emitBackward(RelayMsg{Cmd: RelayEnd, StreamID: id, Data: []byte{byte(reason)}})
+}
+
+// CanPackage reports whether stream id may send data now.
+func (rc *RelayCircuit) CanPackage(id uint16) bool { return rc.ep.canSend(id) }
+
+// PackageData sends as much of data toward the client as the windows allow
+// and returns how many bytes it took.
+func (rc *RelayCircuit) PackageData(id uint16, data []byte, a *RelayActions) (int, error) {
+	rc.acts = a
+	return rc.ep.packageData(id, data)
+}
+
+// StreamConsumed reports that the exit wrote n cells of stream id's data to
+// the target, which may release a stream SENDME.
+func (rc *RelayCircuit) StreamConsumed(id uint16, n int, a *RelayActions) error {
+	rc.acts = a
+	return rc.ep.consumed(id, n)
+}
+
+// MaxData is the most stream data one cell from this hop carries.
+func (rc *RelayCircuit) MaxData() int { return rc.ep.maxData }

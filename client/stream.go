@@ -1,0 +1,316 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/veilnet/veil/circuit"
+)
+
+// StreamError reports why the exit ended or refused a stream.
+type StreamError struct {
+	Reason circuit.EndReason
+}
+
+func (e *StreamError) Error() string {
+	switch e.Reason {
+	case circuit.EndResolveFailed:
+		return "client: exit could not resolve the host"
+	case circuit.EndConnectRefused:
+		return "client: connection refused by the target"
+	case circuit.EndExitPolicy:
+		return "client: exit policy refused the target"
+	case circuit.EndTimeout:
+		return "client: exit timed out connecting"
+	case circuit.EndNoRoute:
+		return "client: target unreachable from the exit"
+	case circuit.EndResourceLimit:
+		return "client: exit out of resources"
+	case circuit.EndDestroy:
+		return "client: circuit closed"
+	default:
+		return "client: stream ended (reason " + strconv.Itoa(int(e.Reason)) + ")"
+	}
+}
+
+// Dial opens a stream to addr ("host:port") through the network. Only
+// "tcp" is supported. The host is resolved by the exit, never locally.
+func (c *Client) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if network != "tcp" && network != "tcp4" && network != "tcp6" {
+		return nil, fmt.Errorf("client: network %q not supported", network)
+	}
+	host, portStr, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil || port == 0 {
+		return nil, fmt.Errorf("client: bad port %q", portStr)
+	}
+	return c.DialStream(ctx, "", host, uint16(port))
+}
+
+// DialStream opens a stream to host:port on a circuit reserved for the
+// isolation key: streams with different keys never share a circuit. On
+// failure it retries once on a fresh circuit, unless the exit refused the
+// target itself.
+func (c *Client) DialStream(ctx context.Context, isolation, host string, port uint16) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, StreamOpenTimeout)
+	defer cancel()
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		circ, err := c.circuitFor(ctx, isolation, port)
+		if err != nil {
+			lastErr = err
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		s, err := c.openStream(ctx, circ, host, port)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+		var se *StreamError
+		if errors.As(err, &se) && se.Reason != circuit.EndDestroy && se.Reason != circuit.EndResourceLimit {
+			return nil, err // the exit answered; another circuit would not help
+		}
+		c.kill(circ, true)
+	}
+	return nil, lastErr
+}
+
+func (c *Client) openStream(ctx context.Context, circ *clientCirc, host string, port uint16) (*Stream, error) {
+	circ.mu.Lock()
+	if circ.dead {
+		circ.mu.Unlock()
+		return nil, &StreamError{Reason: circuit.EndDestroy}
+	}
+	circ.acts.Reset()
+	id, err := circ.cc.OpenStream(host, port, &circ.acts)
+	if err != nil {
+		circ.mu.Unlock()
+		return nil, err
+	}
+	s := newStream(c, circ, id)
+	circ.streams[id] = s
+	if circ.firstUse.IsZero() {
+		circ.firstUse = c.cfg.Now()
+	}
+	c.apply(circ)
+	circ.mu.Unlock()
+	select {
+	case <-s.open:
+	case <-s.done:
+	case <-ctx.Done():
+		s.Close()
+		return nil, ctx.Err()
+	}
+	if s.endReason != 0 {
+		return nil, &StreamError{Reason: s.endReason}
+	}
+	return s, nil
+}
+
+// Stream is a stream through a circuit, as a net.Conn.
+type Stream struct {
+	c    *Client
+	circ *clientCirc
+	id   uint16
+
+	open   chan struct{} // closed on CONNECTED
+	done   chan struct{} // closed when the stream ends either way
+	readyR chan struct{} // data arrived
+	readyW chan struct{} // window reopened
+	once   sync.Once
+
+	// Guarded by circ.mu.
+	chunks    [][]byte
+	endReason circuit.EndReason
+	remoteEOF bool
+
+	dlMu          sync.Mutex
+	readDeadline  time.Time
+	writeDeadline time.Time
+}
+
+var _ net.Conn = (*Stream)(nil)
+
+func newStream(c *Client, circ *clientCirc, id uint16) *Stream {
+	return &Stream{c: c, circ: circ, id: id, open: make(chan struct{}), done: make(chan struct{}),
+		readyR: make(chan struct{}, 1), readyW: make(chan struct{}, 1)}
+}
+
+// Called with circ.mu held.
+func (s *Stream) connected() { close(s.open) }
+func (s *Stream) push(b []byte) {
+	s.chunks = append(s.chunks, b)
+	notify(s.readyR)
+}
+func (s *Stream) wake() { notify(s.readyW) }
+func (s *Stream) ended(reason circuit.EndReason) {
+	if reason != circuit.EndDone {
+		s.endReason = reason
+	}
+	s.remoteEOF = true
+	s.once.Do(func() { close(s.done) })
+	notify(s.readyR)
+	notify(s.readyW)
+}
+
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Stream) deadlineTimer(read bool) (<-chan time.Time, func()) {
+	s.dlMu.Lock()
+	d := s.writeDeadline
+	if read {
+		d = s.readDeadline
+	}
+	s.dlMu.Unlock()
+	if d.IsZero() {
+		return nil, func() {}
+	}
+	t := time.NewTimer(time.Until(d))
+	return t.C, func() { t.Stop() }
+}
+
+// Read returns stream bytes; io.EOF once the exit closed the stream.
+func (s *Stream) Read(p []byte) (int, error) {
+	for {
+		s.circ.mu.Lock()
+		if len(s.chunks) > 0 {
+			n := copy(p, s.chunks[0])
+			if n == len(s.chunks[0]) {
+				s.chunks[0] = nil
+				s.chunks = s.chunks[1:]
+				if !s.circ.dead {
+					s.circ.acts.Reset()
+					if s.circ.cc.StreamConsumed(s.id, 1, &s.circ.acts) == nil {
+						s.c.apply(s.circ)
+					}
+				}
+			} else {
+				s.chunks[0] = s.chunks[0][n:]
+			}
+			s.circ.mu.Unlock()
+			return n, nil
+		}
+		eof, reason := s.remoteEOF, s.endReason
+		s.circ.mu.Unlock()
+		if eof {
+			if reason != 0 {
+				return 0, &StreamError{Reason: reason}
+			}
+			return 0, io.EOF
+		}
+		timeout, stop := s.deadlineTimer(true)
+		select {
+		case <-s.readyR:
+			stop()
+		case <-timeout:
+			return 0, os.ErrDeadlineExceeded
+		}
+	}
+}
+
+// Write sends p, blocking while the flow-control windows are closed.
+func (s *Stream) Write(p []byte) (int, error) {
+	written := 0
+	for written < len(p) {
+		s.circ.mu.Lock()
+		if s.remoteEOF || s.circ.dead {
+			s.circ.mu.Unlock()
+			return written, net.ErrClosed
+		}
+		if s.circ.cc.CanPackage(s.id) {
+			s.circ.acts.Reset()
+			n, err := s.circ.cc.PackageData(s.id, p[written:], &s.circ.acts)
+			s.c.apply(s.circ)
+			s.circ.mu.Unlock()
+			written += n
+			if err != nil {
+				return written, err
+			}
+			continue
+		}
+		s.circ.mu.Unlock()
+		timeout, stop := s.deadlineTimer(false)
+		select {
+		case <-s.readyW:
+			stop()
+		case <-s.done:
+			stop()
+		case <-timeout:
+			return written, os.ErrDeadlineExceeded
+		}
+	}
+	return written, nil
+}
+
+// Close sends END and releases the stream.
+func (s *Stream) Close() error {
+	s.circ.mu.Lock()
+	if !s.circ.dead && s.circ.streams[s.id] == s {
+		delete(s.circ.streams, s.id)
+		s.circ.acts.Reset()
+		if s.circ.cc.CloseStream(s.id, &s.circ.acts) == nil {
+			s.c.apply(s.circ)
+		}
+	}
+	s.remoteEOF = true
+	s.chunks = nil
+	s.once.Do(func() { close(s.done) })
+	s.circ.mu.Unlock()
+	notify(s.readyR)
+	return nil
+}
+
+// streamAddr is the address a Stream reports: the network is "veil" and
+// no real address is known or leaked.
+type streamAddr struct{}
+
+func (streamAddr) Network() string { return "veil" }
+func (streamAddr) String() string  { return "veil-stream" }
+
+// LocalAddr reports no address.
+func (s *Stream) LocalAddr() net.Addr { return streamAddr{} }
+
+// RemoteAddr reports no address.
+func (s *Stream) RemoteAddr() net.Addr { return streamAddr{} }
+
+// SetDeadline sets both deadlines.
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.SetReadDeadline(t)
+	return s.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the read deadline.
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	s.readDeadline = t
+	s.dlMu.Unlock()
+	notify(s.readyR)
+	return nil
+}
+
+// SetWriteDeadline sets the write deadline.
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.dlMu.Lock()
+	s.writeDeadline = t
+	s.dlMu.Unlock()
+	notify(s.readyW)
+	return nil
+}

@@ -1,0 +1,83 @@
+// Command veil runs every role of the veil anonymity network: a client
+// with a SOCKS5 port, a relay, a directory authority, and a complete
+// private test network on loopback.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `veil: an onion-routed anonymity network
+
+usage:
+  veil testnet   [--socks ADDR] [--relays N] [--authorities N] [--dir DIR] [--http ADDR]
+                                   run a private network on loopback, with a client
+  veil client    --network FILE [--socks ADDR]
+                                   run a client with a SOCKS5 port
+  veil relay init --dir DIR        create a relay's keys and print its fingerprint
+  veil relay run  --dir DIR --network FILE --listen ADDR [--exit-policy POLICY]
+                                   run a relay
+  veil authority init --dir DIR --name NAME --address HOST:PORT
+                                   create an authority's key and print its network-file entry
+  veil authority run  --dir DIR --network FILE
+                                   run a directory authority
+
+Every command takes -v for debug logs. See README.md and docs/.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	args := os.Args[2:]
+	switch os.Args[1] {
+	case "testnet":
+		err = runTestnet(ctx, args)
+	case "client":
+		err = runClient(ctx, args)
+	case "relay":
+		err = runRelay(ctx, args)
+	case "authority":
+		err = runAuthority(ctx, args)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "veil: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "veil %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// newLogger logs to stderr: Info by default, Debug with -v.
+func newLogger(verbose bool) *slog.Logger {
+	level := slog.LevelInfo
+	if verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// subcommand splits "init"/"run" off args.
+func subcommand(args []string, names ...string) (string, []string, error) {
+	if len(args) > 0 {
+		for _, n := range names {
+			if args[0] == n {
+				return n, args[1:], nil
+			}
+		}
+	}
+	return "", nil, fmt.Errorf("expected one of %v", names)
+}

@@ -1,0 +1,13 @@
+module github.com/veilnet/veil
+
+go 1.26.0
+
+require (
+	github.com/BurntSushi/toml v1.6.0
+	github.com/armon/go-socks5 v0.0.0-20160902184237-e75332964ef5
+	github.com/flynn/noise v1.1.0
+	golang.org/x/crypto v0.58.0
+	golang.org/x/net v0.60.0
+)
+
+require golang.org/x/sys v0.49.0 // indirect

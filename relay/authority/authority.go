@@ -1,0 +1,225 @@
+// Package authority is the directory authority daemon: the real-time
+// driver of directory.Authority. It serves the directory protocol over
+// HTTP on a given listener, runs the voting schedule, and exchanges votes
+// and detached signatures with the other authorities of the network
+// (docs/spec/directory.md, "HTTP interface" and "Voting schedule").
+package authority
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/veilnet/veil/directory"
+	"github.com/veilnet/veil/internal/dirclient"
+)
+
+// Server timeouts and limits.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 60 * time.Second
+	WriteTimeout      = 60 * time.Second
+	IdleTimeout       = 60 * time.Second
+	MaxHeaderBytes    = 8 << 10
+	// MaxConcurrentRequests bounds requests handled at once; more get 503.
+	MaxConcurrentRequests = 64
+	// shutdownTimeout bounds the graceful part of Run's shutdown.
+	shutdownTimeout = 5 * time.Second
+)
+
+// Errors.
+var (
+	ErrConfig     = errors.New("authority: invalid configuration")
+	ErrRunTwice   = errors.New("authority: Run called more than once")
+	errNotRunning = errors.New("authority: not published")
+)
+
+// Config configures an authority daemon.
+type Config struct {
+	Identity ed25519.PrivateKey // this authority's identity key
+	Network  *directory.Network // the network file; must list Name with Identity's public key
+	Name     string             // this authority's name in the network file
+	Listener net.Listener       // where to serve HTTP; closed by Run
+	// Interval, VoteDelay and SigDelay are the voting schedule; all
+	// authorities of a network must use the same values.
+	Interval, VoteDelay, SigDelay time.Duration
+	Logger                        *slog.Logger      // nil discards logs
+	Now                           func() time.Time  // nil means time.Now
+	Client                        *dirclient.Client // nil means a new client; used to reach peers
+}
+
+// Authority is a running (or runnable) authority daemon.
+type Authority struct {
+	cfg    Config
+	sched  directory.Schedule
+	log    *slog.Logger
+	now    func() time.Time
+	client *dirclient.Client
+	self   int
+	sem    chan struct{}
+	ran    atomic.Bool
+
+	mu            sync.Mutex // guards the fields below and all calls into core
+	core          *directory.Authority
+	published     []byte
+	publishedVA   time.Time
+	publishedVU   time.Time
+	publishedSigs int
+	roundsDone    int // rounds whose publish step ran (for tests)
+}
+
+// New checks cfg and returns an authority ready to Run.
+func New(cfg Config) (*Authority, error) {
+	if cfg.Network == nil || cfg.Listener == nil {
+		return nil, fmt.Errorf("%w: Network and Listener are required", ErrConfig)
+	}
+	if len(cfg.Identity) != ed25519.PrivateKeySize {
+		return nil, fmt.Errorf("%w: identity key", ErrConfig)
+	}
+	sched := directory.Schedule{Interval: cfg.Interval, VoteDelay: cfg.VoteDelay, SigDelay: cfg.SigDelay}
+	core, err := directory.NewAuthority(cfg.Network, sched, cfg.Identity)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	self := core.Self()
+	if cfg.Network.Authorities[self].Name != cfg.Name {
+		return nil, fmt.Errorf("%w: the network file lists this identity under another name", ErrConfig)
+	}
+	a := &Authority{
+		cfg:    cfg,
+		sched:  sched,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		client: cfg.Client,
+		self:   self,
+		sem:    make(chan struct{}, MaxConcurrentRequests),
+		core:   core,
+	}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	a.log = a.log.With("authority", cfg.Name)
+	if a.now == nil {
+		a.now = time.Now
+	}
+	if a.client == nil {
+		a.client = dirclient.New(nil)
+	}
+	return a, nil
+}
+
+// Run serves HTTP and runs the voting schedule until ctx is cancelled,
+// then shuts the server down, waits for every goroutine it started and
+// returns nil. It returns an error if the server fails. Run may be called
+// once.
+func (a *Authority) Run(ctx context.Context) error {
+	if a.ran.Swap(true) {
+		return ErrRunTwice
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(a.cfg.Listener) }()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.loop(ctx)
+	}()
+	a.log.Info("directory authority running", "network", a.cfg.Network.Name)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+	}
+	cancel()
+	sctx, scancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer scancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		srv.Close()
+	}
+	if err == nil {
+		err = <-serveErr
+	}
+	wg.Wait()
+	a.client.CloseIdleConnections()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	a.log.Info("directory authority stopped")
+	return err
+}
+
+// HasConsensus reports whether the authority serves a consensus that is
+// still within its validity period.
+func (a *Authority) HasConsensus() bool {
+	_, err := a.Consensus()
+	return err == nil
+}
+
+// Consensus returns the consensus document the authority serves.
+func (a *Authority) Consensus() ([]byte, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.published == nil || a.now().After(a.publishedVU) {
+		return nil, errNotRunning
+	}
+	return a.published, nil
+}
+
+// loop runs the voting schedule until ctx is done.
+func (a *Authority) loop(ctx context.Context) {
+	for {
+		va := a.sched.NextRound(a.now())
+		if !a.sleepUntil(ctx, a.sched.VoteTime(va)) {
+			return
+		}
+		a.voteStep(ctx, va)
+		if !a.sleepUntil(ctx, a.sched.SigTime(va)) {
+			return
+		}
+		a.sigStep(ctx, va)
+		if !a.sleepUntil(ctx, va) {
+			return
+		}
+		a.publishStep(ctx, va)
+	}
+}
+
+// sleepUntil waits until a.now() reaches t; it reports false if ctx ended.
+func (a *Authority) sleepUntil(ctx context.Context, t time.Time) bool {
+	d := t.Sub(a.now())
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-timer.C:
+		return true
+	}
+}
+
+// until returns a context that ends when a.now() reaches t.
+func (a *Authority) until(ctx context.Context, t time.Time) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, t.Sub(a.now()))
+}

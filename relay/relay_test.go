@@ -1,0 +1,231 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/veilnet/veil/circuit"
+	"github.com/veilnet/veil/crypto"
+	"github.com/veilnet/veil/directory"
+	"github.com/veilnet/veil/internal/linkio"
+)
+
+// testRelay starts a one-relay "network" whose only authority is not
+// running (descriptor uploads fail and are retried; nothing here needs a
+// consensus) and returns what a client needs to reach it.
+func testRelay(t *testing.T, policy string, allowPrivate bool) (circuit.HopSpec, func()) {
+	t.Helper()
+	_, id, _ := ed25519.GenerateKey(rand.Reader)
+	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
+	onion, _ := crypto.GenerateStaticKey(rand.Reader)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := directory.ParseExitPolicy(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
+	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
+	adv := ln.Addr().(*net.TCPAddr).AddrPort()
+	r, err := New(Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
+		Advertise: adv, ExitPolicy: p, AllowPrivateExit: allowPrivate, ExtendAllowPrivate: true, Network: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.Public, Addr: adv}
+	return spec, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("relay Run: %v", err)
+		}
+	}
+}
+
+// oneHop is a client-side one-hop circuit over a real link.
+type oneHop struct {
+	t     *testing.T
+	link  *linkio.Conn
+	cc    *circuit.ClientCircuit
+	cells chan circuit.Cell
+	acts  circuit.ClientActions
+}
+
+const testCircID = circuit.CircIDHighBit | 7
+
+func dialOneHop(t *testing.T, spec circuit.HopSpec) *oneHop {
+	t.Helper()
+	throwaway, _ := crypto.GenerateStaticKey(rand.Reader)
+	var d net.Dialer
+	link, err := linkio.Dial(context.Background(), &d, spec.Addr.String(), &throwaway, spec.LinkKey, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &oneHop{t: t, link: link, cc: circuit.NewClientCircuit(), cells: make(chan circuit.Cell, 1024)}
+	go link.ReadLoop(func(c *circuit.Cell) error { h.cells <- *c; return nil })
+	t.Cleanup(func() { link.Close() })
+	p, err := h.cc.Create(rand.Reader, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.send(circuit.Cell{CircID: testCircID, Cmd: circuit.CmdCreate, Payload: *p})
+	c := h.next()
+	if c.Cmd != circuit.CmdCreated {
+		t.Fatalf("got cell %d, want CREATED", c.Cmd)
+	}
+	if err := h.cc.HandleCreated(&c.Payload); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *oneHop) send(c circuit.Cell) {
+	if err := h.link.Send(&c); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *oneHop) next() circuit.Cell {
+	select {
+	case c := <-h.cells:
+		return c
+	case <-time.After(20 * time.Second):
+		h.t.Fatal("no cell from the relay within 20 s")
+		return circuit.Cell{}
+	}
+}
+
+func (h *oneHop) flush() {
+	for _, c := range h.acts.ToLink {
+		c.CircID = testCircID
+		h.send(c)
+	}
+	h.acts.Reset()
+}
+
+// recv handles cells until the client state machine reports something.
+func (h *oneHop) recv() {
+	c := h.next()
+	if c.Cmd != circuit.CmdRelay {
+		h.t.Fatalf("got cell %d, want RELAY", c.Cmd)
+	}
+	if err := h.cc.HandleBackward(&c.Payload, &h.acts); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func echoServer(t *testing.T) netip.AddrPort {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+func TestExitStreamEcho(t *testing.T) {
+	spec, stop := testRelay(t, "accept *:*", true)
+	defer stop()
+	echo := echoServer(t)
+	h := dialOneHop(t, spec)
+	id, err := h.cc.OpenStream("127.0.0.1", echo.Port(), &h.acts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.flush()
+	h.recv()
+	if len(h.acts.Connected) != 1 || h.acts.Connected[0] != id {
+		t.Fatalf("want CONNECTED, got ends %+v", h.acts.Ends)
+	}
+	h.acts.Reset()
+	msg := bytes.Repeat([]byte("veil"), 300)
+	if n, err := h.cc.PackageData(id, msg, &h.acts); err != nil || n != len(msg) {
+		t.Fatalf("packaged %d: %v", n, err)
+	}
+	h.flush()
+	var got []byte
+	for len(got) < len(msg) {
+		h.recv()
+		for _, d := range h.acts.Data {
+			got = append(got, d.Data...)
+		}
+		h.acts.Reset()
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("echo through the exit differs")
+	}
+}
+
+// TestTamperedCellDestroysCircuit: a RELAY cell modified in flight makes
+// the relay tear the circuit down with DESTROY.
+func TestTamperedCellDestroysCircuit(t *testing.T) {
+	spec, stop := testRelay(t, "accept *:*", true)
+	defer stop()
+	h := dialOneHop(t, spec)
+	if _, err := h.cc.OpenStream("127.0.0.1", 9, &h.acts); err != nil {
+		t.Fatal(err)
+	}
+	c := h.acts.ToLink[0]
+	c.CircID = testCircID
+	c.Payload[3] ^= 0x01
+	h.acts.Reset()
+	h.send(c)
+	got := h.next()
+	if got.Cmd != circuit.CmdDestroy || got.CircID != testCircID || circuit.DestroyReason(got.Payload[0]) != circuit.DestroyProtocol {
+		t.Fatalf("got cell cmd %d reason %d, want DESTROY(protocol)", got.Cmd, got.Payload[0])
+	}
+}
+
+// TestExitRefusesPrivateTargets: without the testnet setting, an exit
+// whose policy accepts everything still refuses loopback, by literal and
+// by a name that resolves to loopback.
+func TestExitRefusesPrivateTargets(t *testing.T) {
+	spec, stop := testRelay(t, "accept *:*", false)
+	defer stop()
+	echo := echoServer(t)
+	for _, host := range []string{"127.0.0.1", "localhost", "::1", "::ffff:127.0.0.1"} {
+		h := dialOneHop(t, spec)
+		if _, err := h.cc.OpenStream(host, echo.Port(), &h.acts); err != nil {
+			t.Fatal(err)
+		}
+		h.flush()
+		h.recv()
+		if len(h.acts.Ends) != 1 || h.acts.Ends[0].Reason != circuit.EndExitPolicy {
+			t.Fatalf("%s: want END(exit policy), got connected=%v ends=%+v", host, h.acts.Connected, h.acts.Ends)
+		}
+		h.link.Close()
+	}
+}
+
+func TestIsPrivate(t *testing.T) {
+	for _, s := range []string{"127.0.0.1", "10.1.2.3", "192.168.0.1", "172.16.5.4", "169.254.1.1", "::1", "fe80::1", "fc00::1", "0.0.0.0", "100.64.0.1", "::ffff:10.0.0.1", "224.0.0.1"} {
+		if !isPrivate(netip.MustParseAddr(s)) {
+			t.Errorf("%s not treated as private", s)
+		}
+	}
+	for _, s := range []string{"8.8.8.8", "1.1.1.1", "2001:4860::8888"} {
+		if isPrivate(netip.MustParseAddr(s)) {
+			t.Errorf("%s treated as private", s)
+		}
+	}
+}
