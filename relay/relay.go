@@ -41,7 +41,7 @@ type Config struct {
 	// ExtendAllowPrivate lets the relay extend circuits to relays on
 	// private and loopback addresses. Only a private test network sets it.
 	ExtendAllowPrivate bool
-	Network          *directory.Network
+	Network            *directory.Network
 	// UploadInterval is how often the descriptor is uploaded again.
 	UploadInterval time.Duration
 	Logger         *slog.Logger

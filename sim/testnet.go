@@ -217,9 +217,9 @@ func newTestnetRelay(dir string, i int, exit bool, network *directory.Network, l
 	r, err := relay.New(relay.Config{
 		Nickname: fmt.Sprintf("relay%d", i+1), Identity: id, LinkKey: linkKey, OnionKey: onion,
 		Listener: ln, Advertise: adv, Bandwidth: int64(1+i%4) * 10 << 20, ExitPolicy: policy,
-		AllowPrivateExit: exit, // a private test network: exits may reach loopback
+		AllowPrivateExit:   exit, // a private test network: exits may reach loopback
 		ExtendAllowPrivate: true, // and every relay lives on loopback
-		Network:          network, UploadInterval: time.Minute, Logger: log.With("node", fmt.Sprintf("relay%d", i+1)),
+		Network:            network, UploadInterval: time.Minute, Logger: log.With("node", fmt.Sprintf("relay%d", i+1)),
 	})
 	if err != nil {
 		ln.Close()
