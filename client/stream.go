@@ -19,6 +19,9 @@ type StreamError struct {
 	Reason circuit.EndReason
 }
 
+// EndReason is the exit's END reason (package socks maps it to a reply).
+func (e *StreamError) EndReason() circuit.EndReason { return e.Reason }
+
 func (e *StreamError) Error() string {
 	switch e.Reason {
 	case circuit.EndResolveFailed:
