@@ -317,3 +317,8 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 	notify(s.readyW)
 	return nil
 }
+
+// CloseWrite is Close: veil streams, like Tor's, have no half-closed state,
+// so an application's EOF ends the stream (and the SOCKS session with it)
+// instead of leaving it open until the target hangs up.
+func (s *Stream) CloseWrite() error { return s.Close() }

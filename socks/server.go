@@ -195,6 +195,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	err := s.acceptLoop(ctx)
 	close(acceptDone)
 	watcher.Wait()
+	s.abortAll()
 	s.wg.Wait()
 	return err
 }

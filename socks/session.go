@@ -302,8 +302,13 @@ func validHostname(h string) bool {
 // to go-socks5 (so go-socks5 neither relays nor type-asserts LocalAddr).
 func (ss *session) dial() (net.Conn, error) {
 	host, port, err := ss.target()
-	if err != nil {
+	if errors.Is(err, errBadHost) {
 		ss.fail(ReplyHostUnreachable)
+		return nil, err
+	}
+	if err != nil { // cannot happen unless go-socks5 or our hooks change
+		ss.srv.log.Error("socks: refusing a request", "err", err)
+		ss.fail(ReplyGeneralFailure)
 		return nil, err
 	}
 	if err := ss.dialCtx.Err(); err != nil {
