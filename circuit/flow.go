@@ -182,12 +182,3 @@ func (e *endpoint) packageData(id uint16, data []byte) (int, error) {
 
 // endStream forgets stream id.
 func (e *endpoint) endStream(id uint16) { delete(e.streams, id) }
-
-// streamIDs returns the open stream IDs (for teardown).
-func (e *endpoint) streamIDs() []uint16 {
-	ids := make([]uint16, 0, len(e.streams))
-	for id := range e.streams {
-		ids = append(ids, id)
-	}
-	return ids
-}
