@@ -49,11 +49,17 @@ type Config struct {
 	// Resolver resolves exit host names; nil uses net.DefaultResolver.
 	Resolver *net.Resolver
 	Now      func() time.Time
+	// MaxInboundLinks bounds accepted links, handshakes included
+	// (default DefaultMaxInboundLinks); beyond it new connections are
+	// closed at once.
+	MaxInboundLinks int
 }
 
 // Limits.
 const (
 	MaxCircuitsPerLink = 4096
+	// DefaultMaxInboundLinks bounds accepted links, handshakes included.
+	DefaultMaxInboundLinks = 8192
 	ConnectTimeout     = 15 * time.Second
 	ResolveTimeout     = 10 * time.Second
 )
@@ -96,6 +102,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.UploadInterval == 0 {
 		cfg.UploadInterval = 10 * time.Minute
+	}
+	if cfg.MaxInboundLinks == 0 {
+		cfg.MaxInboundLinks = DefaultMaxInboundLinks
 	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
@@ -150,14 +159,27 @@ func (r *Relay) Run(ctx context.Context) error {
 		r.cfg.Listener.Close()
 	}()
 	var err error
+	slots := make(chan struct{}, r.cfg.MaxInboundLinks)
 	for {
 		var nc net.Conn
 		nc, err = r.cfg.Listener.Accept()
 		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+				continue // e.g. out of file descriptors for a moment
+			}
 			break
+		}
+		select {
+		case slots <- struct{}{}:
+		default:
+			r.log.Debug("refusing link: inbound link limit reached")
+			nc.Close()
+			continue
 		}
 		r.wg.Add(1)
 		go func() {
+			defer func() { <-slots }()
 			defer r.wg.Done()
 			link, err := linkio.Accept(nc, &r.cfg.LinkKey, r.cfg.Rand)
 			if err != nil {

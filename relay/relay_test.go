@@ -229,3 +229,73 @@ func TestIsPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestInboundLinkLimit: beyond MaxInboundLinks, new connections are closed
+// at once, and a slot frees when a link goes away.
+func TestInboundLinkLimit(t *testing.T) {
+	_, id, _ := ed25519.GenerateKey(rand.Reader)
+	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
+	onion, _ := crypto.GenerateStaticKey(rand.Reader)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
+	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
+	r, err := New(Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
+		Advertise: ln.Addr().(*net.TCPAddr).AddrPort(), Network: network, MaxInboundLinks: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// Two silent connections hold both slots (they sit in the handshake).
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	// The third is closed by the relay: a read sees EOF, not a timeout.
+	var third net.Conn
+	for range 50 { // the relay may not have accepted the first two yet
+		third, err = net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		third.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, err = third.Read(make([]byte, 1))
+		third.Close()
+		if err == io.EOF {
+			break
+		}
+	}
+	if err != io.EOF {
+		t.Fatalf("third connection: %v, want EOF from the relay closing it", err)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	// A slot frees: a real link now completes.
+	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.Public, Addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	linked := false
+	for range 50 {
+		throwaway, _ := crypto.GenerateStaticKey(rand.Reader)
+		var d net.Dialer
+		link, err := linkio.Dial(context.Background(), &d, spec.Addr.String(), &throwaway, spec.LinkKey, rand.Reader)
+		if err == nil {
+			link.Close()
+			linked = true
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !linked {
+		t.Fatal("no link completed after the held connections closed")
+	}
+}
