@@ -60,8 +60,8 @@ const (
 	MaxCircuitsPerLink = 4096
 	// DefaultMaxInboundLinks bounds accepted links, handshakes included.
 	DefaultMaxInboundLinks = 8192
-	ConnectTimeout     = 15 * time.Second
-	ResolveTimeout     = 10 * time.Second
+	ConnectTimeout         = 15 * time.Second
+	ResolveTimeout         = 10 * time.Second
 )
 
 // Relay is a running relay.
