@@ -191,15 +191,7 @@ type testnetRelay struct {
 
 func newTestnetRelay(dir string, i int, exit bool, network *directory.Network, log *slog.Logger) (*testnetRelay, error) {
 	rdir := filepath.Join(dir, fmt.Sprintf("relay%d", i+1))
-	id, err := crypto.LoadOrCreateIdentity(filepath.Join(rdir, "identity.key"), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	linkKey, err := crypto.LoadOrCreateStatic(filepath.Join(rdir, "link.key"), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	onion, err := crypto.LoadOrCreateStatic(filepath.Join(rdir, "onion.key"), rand.Reader)
+	keys, err := relay.LoadOrCreateKeys(rdir, rand.Reader)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +207,7 @@ func newTestnetRelay(dir string, i int, exit bool, network *directory.Network, l
 		}
 	}
 	r, err := relay.New(relay.Config{
-		Nickname: fmt.Sprintf("relay%d", i+1), Identity: id, LinkKey: linkKey, OnionKey: onion,
+		Nickname: fmt.Sprintf("relay%d", i+1), Identity: keys.Identity, LinkKey: keys.Link, OnionKey: keys.Onion,
 		Listener: ln, Advertise: adv, Bandwidth: int64(1+i%4) * 10 << 20, ExitPolicy: policy,
 		AllowPrivateExit:   exit, // a private test network: exits may reach loopback
 		ExtendAllowPrivate: true, // and every relay lives on loopback

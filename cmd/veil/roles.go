@@ -89,19 +89,11 @@ func runRelay(ctx context.Context, args []string) error {
 	if *dir == "" {
 		return errors.New("--dir is required")
 	}
-	id, err := crypto.LoadOrCreateIdentity(filepath.Join(*dir, "identity.key"), rand.Reader)
+	keys, err := relay.LoadOrCreateKeys(*dir, rand.Reader)
 	if err != nil {
 		return err
 	}
-	linkKey, err := crypto.LoadOrCreateStatic(filepath.Join(*dir, "link.key"), rand.Reader)
-	if err != nil {
-		return err
-	}
-	onion, err := crypto.LoadOrCreateStatic(filepath.Join(*dir, "onion.key"), rand.Reader)
-	if err != nil {
-		return err
-	}
-	fingerprint := directory.RelayID(id.Public().(ed25519.PublicKey))
+	fingerprint := keys.Fingerprint()
 	if sub == "init" {
 		fmt.Printf("relay keys in %s\nfingerprint %s\n", *dir, fingerprint)
 		return nil
@@ -128,7 +120,7 @@ func runRelay(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	r, err := relay.New(relay.Config{Nickname: *nickname, Identity: id, LinkKey: linkKey, OnionKey: onion,
+	r, err := relay.New(relay.Config{Nickname: *nickname, Identity: keys.Identity, LinkKey: keys.Link, OnionKey: keys.Onion,
 		Listener: ln, Advertise: adv, Bandwidth: *bandwidth, ExitPolicy: exitPolicy, Network: network, Logger: newLogger(*verbose)})
 	if err != nil {
 		ln.Close()
