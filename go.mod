@@ -10,4 +10,9 @@ require (
 	golang.org/x/net v0.60.0
 )
 
-require golang.org/x/sys v0.49.0 // indirect
+require (
+	github.com/cloudflare/circl v1.6.5 // indirect
+	github.com/prometheus/client_golang v1.25.0 // indirect
+	golang.org/x/sys v0.49.0 // indirect
+	golang.org/x/time v0.16.0 // indirect
+)
