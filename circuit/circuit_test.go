@@ -13,20 +13,39 @@ import (
 // testRelay is a relay's keys for in-memory circuits.
 type testRelay struct {
 	id    [32]byte
-	onion crypto.StaticKey
+	onion *crypto.OnionKey
 	spec  HopSpec
 }
 
 func newTestRelay(t testing.TB, n int) *testRelay {
 	t.Helper()
-	onion, err := crypto.GenerateStaticKey(rand.Reader)
+	onion, err := crypto.GenerateOnionKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &testRelay{onion: onion}
 	rand.Read(r.id[:])
-	r.spec = HopSpec{Identity: r.id, OnionKey: onion.Public, Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(n), 0, 1}), 9001)}
+	r.spec = HopSpec{Identity: r.id, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, byte(n), 0, 1}), 9001)}
 	return r
+}
+
+// accept reassembles CREATE payloads and answers them as the relay would.
+func (r *testRelay) accept(payloads [][PayloadSize]byte) (*RelayCircuit, *[PayloadSize]byte, error) {
+	a, done, err := StartCreate(&payloads[0])
+	for i := 1; err == nil && i < len(payloads); i++ {
+		if done {
+			return nil, nil, errors.New("test: handshake complete before its last fragment")
+		}
+		done, err = a.Add(&payloads[i])
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if !done {
+		return nil, nil, errors.New("test: handshake incomplete")
+	}
+	ht, hdata := a.Message()
+	return AcceptCreate(rand.Reader, r.id, []*crypto.OnionKey{r.onion}, ht, hdata)
 }
 
 // chain is a client and n relays wired together in memory, with no links:
@@ -49,11 +68,11 @@ func buildChain(t testing.TB, n int) *chain {
 	for i := range n {
 		ch.relays = append(ch.relays, newTestRelay(t, i+1))
 	}
-	p, err := ch.client.Create(rand.Reader, ch.relays[0].spec)
+	payloads, err := ch.client.Create(rand.Reader, ch.relays[0].spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, created, err := AcceptCreate(rand.Reader, ch.relays[0].id, []*crypto.StaticKey{&ch.relays[0].onion}, p)
+	rc, created, err := ch.relays[0].accept(payloads)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,9 +133,11 @@ func (ch *chain) afterRelay(hop int) error {
 	}
 	if ext != nil {
 		r := ch.relays[hop+1]
-		var p [PayloadSize]byte
-		EncodeCreate(&p, ext.HType, ext.Handshake)
-		rc, created, err := AcceptCreate(rand.Reader, r.id, []*crypto.StaticKey{&r.onion}, &p)
+		payloads, err := CreatePayloads(ext.HType, ext.Handshake)
+		if err != nil {
+			return err
+		}
+		rc, created, err := r.accept(payloads)
 		if err != nil {
 			return err
 		}
@@ -376,7 +397,7 @@ func TestRelayRefusesSecondExtendAndLongCircuits(t *testing.T) {
 	// Forge a second EXTEND to hop 1 (the guard) by building one at the
 	// guard's position: the client state machine would never do this, so
 	// craft it by hand.
-	h, msg1, _ := NewClientHandshake(rand.Reader, extra.id, extra.onion.Public, 2)
+	h, msg1, _ := NewClientHandshake(rand.Reader, extra.id, extra.onion.X25519.Public, 2)
 	_ = h
 	req := ExtendRequest{Identity: extra.id, Addr: extra.spec.Addr, HType: HandshakeNK, Handshake: msg1}
 	data, _ := req.Encode()
@@ -387,7 +408,7 @@ func TestRelayRefusesSecondExtendAndLongCircuits(t *testing.T) {
 	if err := ch.rcs[0].HandleForward(&c.Payload, &ch.ra); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("guard accepted a second EXTEND: %v", err)
 	}
-	if _, _, _, err := RespondHandshake(rand.Reader, extra.id, &extra.onion, mustMsg1(t, extra, MaxHops+1)); err == nil {
+	if _, _, _, err := RespondHandshake(rand.Reader, extra.id, &extra.onion.X25519, mustMsg1(t, extra, MaxHops+1)); err == nil {
 		t.Fatal("handshake for position beyond MaxHops accepted")
 	}
 }
@@ -397,7 +418,7 @@ func mustMsg1(t *testing.T, r *testRelay, pos int) []byte {
 	// hand to check the relay refuses it too.
 	cfg := circuitNoiseConfig(rand.Reader, r.id)
 	cfg.Initiator = true
-	cfg.PeerStatic = r.onion.Public[:]
+	cfg.PeerStatic = r.onion.X25519.Public[:]
 	hs, err := noiseHandshake(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -411,11 +432,11 @@ func mustMsg1(t *testing.T, r *testRelay, pos int) []byte {
 
 func TestHandshakeBoundToIdentity(t *testing.T) {
 	r := newTestRelay(t, 1)
-	_, msg1, err := NewClientHandshake(rand.Reader, [32]byte{1}, r.onion.Public, 1)
+	_, msg1, err := NewClientHandshake(rand.Reader, [32]byte{1}, r.onion.X25519.Public, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := RespondHandshake(rand.Reader, r.id, &r.onion, msg1); err == nil {
+	if _, _, _, err := RespondHandshake(rand.Reader, r.id, &r.onion.X25519, msg1); err == nil {
 		t.Fatal("relay completed a handshake meant for another identity")
 	}
 }

@@ -8,10 +8,20 @@ import (
 
 // HopSpec is what the client knows of a relay from the consensus.
 type HopSpec struct {
-	Identity [32]byte
-	LinkKey  [32]byte
-	OnionKey [32]byte
-	Addr     netip.AddrPort
+	Identity   [32]byte
+	LinkKey    [32]byte
+	OnionKey   [32]byte
+	OnionKeyPQ []byte // ML-KEM-768 encapsulation key, 1184 bytes
+	Addr       netip.AddrPort
+}
+
+// handshake starts the hybrid handshake with hop for position pos.
+func (hop *HopSpec) handshake(rand io.Reader, pos int) (*ClientHandshake, []byte, error) {
+	onion, err := ParseOnionPublic(hop.OnionKey, hop.OnionKeyPQ)
+	if err != nil {
+		return nil, nil, err
+	}
+	return NewHybridClientHandshake(rand, hop.Identity, onion, pos)
 }
 
 // ClientCircuit is a circuit as its client sees it: one layer per hop
@@ -21,6 +31,7 @@ type ClientCircuit struct {
 	hops    []*hopLayer
 	pending *ClientHandshake
 	ep      endpoint
+	frags   msgAssembler
 	nextID  uint16
 	acts    *ClientActions
 	cell    Cell
@@ -51,21 +62,22 @@ func NewClientCircuit() *ClientCircuit {
 // Hops is the number of hops built.
 func (c *ClientCircuit) Hops() int { return len(c.hops) }
 
-// Create starts the first hop and returns the CREATE payload.
-func (c *ClientCircuit) Create(rand io.Reader, hop HopSpec) (*[PayloadSize]byte, error) {
+// Create starts the first hop with the hybrid handshake and returns the
+// payloads of the CREATE cells to send, in order.
+func (c *ClientCircuit) Create(rand io.Reader, hop HopSpec) ([][PayloadSize]byte, error) {
 	if len(c.hops) != 0 || c.pending != nil {
 		return nil, fmt.Errorf("%w: CREATE on a started circuit", ErrProtocol)
 	}
-	h, msg1, err := NewClientHandshake(rand, hop.Identity, hop.OnionKey, 1)
+	h, msg1, err := hop.handshake(rand, 1)
 	if err != nil {
 		return nil, err
 	}
-	var p [PayloadSize]byte
-	if err := EncodeCreate(&p, HandshakeNK, msg1); err != nil {
+	payloads, err := CreatePayloads(HandshakeHybrid, msg1)
+	if err != nil {
 		return nil, err
 	}
 	c.pending = h
-	return &p, nil
+	return payloads, nil
 }
 
 // HandleCreated completes the first hop.
@@ -104,16 +116,16 @@ func (c *ClientCircuit) Extend(rand io.Reader, hop HopSpec, a *ClientActions) er
 	if len(c.hops) >= MaxHops {
 		return fmt.Errorf("%w: circuit too long", ErrProtocol)
 	}
-	h, msg1, err := NewClientHandshake(rand, hop.Identity, hop.OnionKey, len(c.hops)+1)
+	h, msg1, err := hop.handshake(rand, len(c.hops)+1)
 	if err != nil {
 		return err
 	}
-	req := ExtendRequest{Identity: hop.Identity, LinkKey: hop.LinkKey, Addr: hop.Addr, HType: HandshakeNK, Handshake: msg1}
+	req := ExtendRequest{Identity: hop.Identity, LinkKey: hop.LinkKey, Addr: hop.Addr, HType: HandshakeHybrid, Handshake: msg1}
 	data, err := req.Encode()
 	if err != nil {
 		return err
 	}
-	if err := c.emitForward(RelayMsg{Cmd: RelayExtend, Data: data}); err != nil {
+	if err := emitFragmented(c.emitForward, RelayMsg{Cmd: RelayExtend, Data: data}, c.ep.maxData); err != nil {
 		return err
 	}
 	c.pending = h
@@ -153,6 +165,10 @@ func (c *ClientCircuit) HandleBackward(payload *[PayloadSize]byte, a *ClientActi
 		}
 		m, err := DecodeRelayMsg(payload[:BodySize(hop.pos)])
 		if err != nil {
+			return err
+		}
+		m, complete, err := c.frags.add(m)
+		if err != nil || !complete {
 			return err
 		}
 		return c.handleLocal(i+1, m)

@@ -180,9 +180,11 @@ func TestAllCellsSameSize(t *testing.T) {
 	add(DestroyCell(5, DestroyFinished))
 	var create Cell
 	create.CircID, create.Cmd = 1|CircIDHighBit, CmdCreate
-	if err := EncodeCreate(&create.Payload, HandshakeNK, make([]byte, HandshakeMsg1Size)); err != nil {
+	cp, err := CreatePayloads(HandshakeNK, make([]byte, HandshakeMsg1Size))
+	if err != nil {
 		t.Fatal(err)
 	}
+	create.Payload = cp[0]
 	add(create)
 	var created Cell
 	created.CircID, created.Cmd = 1|CircIDHighBit, CmdCreated
@@ -426,64 +428,92 @@ func FuzzDecodeExtend(f *testing.F) {
 	})
 }
 
-// FuzzDecodeCreate: DecodeCreate never panics on any payload; an accepted
-// HLen is at most PayloadSize-4 and hdata aliases payload[4:4+HLen];
-// EncodeCreate of the result reproduces the payload's first 4+HLen bytes
-// and zeros the rest. AcceptCreate on the same payload never panics, and
-// fails with ErrHandshake or ErrBadCell unless hdata is a valid message 1.
-func FuzzDecodeCreate(f *testing.F) {
-	onion := fzStatic(f, 1)
-	var relayID [32]byte
-	fzRand(2).Read(relayID[:])
-	_, msg1, err := NewClientHandshake(fzRand(3), relayID, onion.Public, 1)
+// FuzzCreateAssembler: reassembly never panics on any sequence of CREATE
+// payloads; it completes exactly when HLen bytes have arrived, never keeps
+// more than MaxHandshakeSize bytes, and reproduces the message that
+// CreatePayloads split. AcceptCreate on what it assembled never panics and
+// fails with ErrHandshake unless the message is a valid hybrid message 1.
+func FuzzCreateAssembler(f *testing.F) {
+	onion, err := crypto.GenerateOnionKey(fzRand(1))
 	if err != nil {
 		f.Fatal(err)
 	}
-	var p [PayloadSize]byte
-	EncodeCreate(&p, HandshakeNK, msg1)
-	f.Add(p[:])
-	EncodeCreate(&p, 2, msg1)
-	f.Add(p[:])
+	var relayID [32]byte
+	fzRand(2).Read(relayID[:])
+	pub, err := ParseOnionPublic(onion.X25519.Public, onion.KEMPublic[:])
+	if err != nil {
+		f.Fatal(err)
+	}
+	_, msg1, err := NewHybridClientHandshake(fzRand(3), relayID, pub, 1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	payloads, err := CreatePayloads(HandshakeHybrid, msg1)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var seed []byte
+	for _, p := range payloads {
+		seed = append(seed, p[:]...)
+	}
+	f.Add(seed)
 	f.Add([]byte{0, 1, 0xff, 0xff})
-	f.Add([]byte{0, 1, 0x01, 0xfd})
+	f.Add([]byte{0, 2, 0x08, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		payload := fzPayload(b)
-		orig := *payload
-		ht, hdata, err := DecodeCreate(payload)
+		// Cut b into payloads of PayloadSize bytes (zero-padded).
+		var cells [][PayloadSize]byte
+		for len(b) > 0 && len(cells) < 8 {
+			var p [PayloadSize]byte
+			n := copy(p[:], b)
+			b = b[n:]
+			cells = append(cells, p)
+		}
+		if len(cells) == 0 {
+			return
+		}
+		a, done, err := StartCreate(&cells[0])
 		if err != nil {
 			if !errors.Is(err, ErrBadCell) {
-				t.Fatalf("error %v is not ErrBadCell", err)
+				t.Fatalf("StartCreate error %v", err)
 			}
-		} else {
-			n := len(hdata)
-			if n > PayloadSize-4 || int(binary.BigEndian.Uint16(payload[2:4])) != n {
-				t.Fatalf("accepted HLen %d", n)
-			}
-			if n > 0 && &hdata[0] != &payload[4] {
-				t.Fatal("hdata does not alias the payload")
-			}
-			var out [PayloadSize]byte
-			if err := EncodeCreate(&out, ht, hdata); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(out[:4+n], orig[:4+n]) || !isZero(out[4+n:]) {
-				t.Fatal("re-encoded CREATE differs")
+			return
+		}
+		total := int(binary.BigEndian.Uint16(cells[0][2:4]))
+		for i := 1; i < len(cells) && !done; i++ {
+			if done, err = a.Add(&cells[i]); err != nil {
+				t.Fatalf("Add: %v", err)
 			}
 		}
-		rc, created, err := AcceptCreate(fzRand(4), relayID, []*crypto.StaticKey{&onion}, payload)
+		ht, msg := a.Message()
+		if len(msg) > MaxHandshakeSize || len(msg) > total || done != (len(msg) == total) {
+			t.Fatalf("assembled %d of %d bytes, done=%v", len(msg), total, done)
+		}
+		if !done {
+			return
+		}
+		again, err := CreatePayloads(ht, msg)
 		if err != nil {
-			if !errors.Is(err, ErrHandshake) && !errors.Is(err, ErrBadCell) {
+			t.Fatal(err)
+		}
+		for i := range again {
+			if !bytes.Equal(again[i][:], cells[i][:]) && i < len(again)-1 {
+				t.Fatalf("re-split fragment %d differs", i)
+			}
+		}
+		rc, created, err := AcceptCreate(fzRand(4), relayID, []*crypto.OnionKey{onion}, ht, msg)
+		if err != nil {
+			if !errors.Is(err, ErrHandshake) {
 				t.Fatalf("AcceptCreate error %v", err)
 			}
 			return
 		}
-		if ht != HandshakeNK || len(hdata) != HandshakeMsg1Size {
-			t.Fatalf("AcceptCreate accepted type %d with %d bytes", ht, len(hdata))
+		if ht != HandshakeHybrid || len(msg) != HybridMsg1Size {
+			t.Fatalf("AcceptCreate accepted type %d with %d bytes", ht, len(msg))
 		}
 		if rc.Position() < 1 || rc.Position() > MaxHops {
 			t.Fatalf("accepted position %d", rc.Position())
 		}
-		if m2, err := DecodeCreated(created[:]); err != nil || len(m2) != HandshakeMsg2Size || !isZero(created[2+len(m2):]) {
+		if m2, err := DecodeCreated(created[:]); err != nil || len(m2) != HybridMsg2Size {
 			t.Fatalf("CREATED payload %x, %v", created, err)
 		}
 	})

@@ -29,7 +29,11 @@ type HandshakeType uint16
 
 // Handshake types.
 const (
+	// HandshakeNK is the classical handshake: X25519 only. Relays accept it;
+	// veil clients use HandshakeHybrid.
 	HandshakeNK HandshakeType = 1
+	// HandshakeHybrid is X25519 + ML-KEM-768 (hybrid.go).
+	HandshakeHybrid HandshakeType = 2
 )
 
 // Handshake message sizes.
@@ -43,6 +47,9 @@ const circuitPrologue = "veil-circuit-v1"
 var (
 	// ErrHandshake is returned when a circuit handshake fails.
 	ErrHandshake = errors.New("circuit: handshake failed")
+	// ErrUnknownOnionKey is returned for a hybrid handshake naming an onion
+	// key the relay does not hold (stale, or never its own).
+	ErrUnknownOnionKey = fmt.Errorf("%w: unknown onion key", ErrHandshake)
 )
 
 func circuitNoiseConfig(rand io.Reader, relayID [32]byte) noise.Config {
@@ -58,8 +65,9 @@ func circuitNoiseConfig(rand io.Reader, relayID [32]byte) noise.Config {
 
 // ClientHandshake is the client's half of one hop's handshake.
 type ClientHandshake struct {
-	hs  *noise.HandshakeState
-	pos int
+	hs       *noise.HandshakeState
+	pos      int
+	msg2Size int
 }
 
 // NewClientHandshake starts a handshake with the relay whose identity and
@@ -80,12 +88,12 @@ func NewClientHandshake(rand io.Reader, relayID, onionKey [32]byte, pos int) (*C
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrHandshake, err)
 	}
-	return &ClientHandshake{hs: hs, pos: pos}, msg1, nil
+	return &ClientHandshake{hs: hs, pos: pos, msg2Size: HandshakeMsg2Size}, msg1, nil
 }
 
 // Finish reads message 2 and returns the hop's layer keys.
 func (h *ClientHandshake) Finish(msg2 []byte) (keys *HopKeys, err error) {
-	if len(msg2) != HandshakeMsg2Size {
+	if len(msg2) != h.msg2Size {
 		return nil, fmt.Errorf("%w: message 2 has %d bytes", ErrHandshake, len(msg2))
 	}
 	defer recoverAs(&err)

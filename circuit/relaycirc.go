@@ -16,6 +16,7 @@ type RelayCircuit struct {
 	extended  bool // an EXTEND was accepted; never a second one
 	extending bool // waiting for the next hop's CREATED
 	ep        endpoint
+	frags     msgAssembler
 	acts      *RelayActions // set for the duration of one call
 	cell      Cell          // scratch for outgoing messages
 }
@@ -58,27 +59,29 @@ func (a *RelayActions) Reset() {
 	a.Begins, a.Data, a.Ends, a.Writable = a.Begins[:0], a.Data[:0], a.Ends[:0], a.Writable[:0]
 }
 
-// AcceptCreate answers a CREATE payload with the relay's onion keys (the
-// current one first, then the previous one during rotation). It returns
-// the new circuit and the CREATED payload to send back.
-func AcceptCreate(rand io.Reader, relayID [32]byte, onionKeys []*crypto.StaticKey, payload *[PayloadSize]byte) (*RelayCircuit, *[PayloadSize]byte, error) {
-	ht, hdata, err := DecodeCreate(payload)
-	if err != nil {
-		return nil, nil, err
-	}
-	if ht != HandshakeNK {
-		return nil, nil, fmt.Errorf("%w: unknown handshake type %d", ErrHandshake, ht)
-	}
+// AcceptCreate answers a reassembled CREATE (see CreateAssembler) with the
+// relay's onion keys: the current one first, then the previous ones it
+// still accepts during rotation. It returns the new circuit and the
+// CREATED payload to send back.
+func AcceptCreate(rand io.Reader, relayID [32]byte, onionKeys []*crypto.OnionKey, ht HandshakeType, hdata []byte) (*RelayCircuit, *[PayloadSize]byte, error) {
 	var (
 		msg2 []byte
 		keys *HopKeys
 		pos  int
+		err  error
 	)
-	err = ErrHandshake
-	for _, k := range onionKeys {
-		if msg2, keys, pos, err = RespondHandshake(rand, relayID, k, hdata); err == nil {
-			break
+	switch ht {
+	case HandshakeHybrid:
+		msg2, keys, pos, err = RespondHybridHandshake(rand, relayID, onionKeys, hdata)
+	case HandshakeNK:
+		err = ErrHandshake
+		for _, k := range onionKeys {
+			if msg2, keys, pos, err = RespondHandshake(rand, relayID, &k.X25519, hdata); err == nil {
+				break
+			}
 		}
+	default:
+		err = fmt.Errorf("%w: unknown handshake type %d", ErrHandshake, ht)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -130,6 +133,10 @@ func (rc *RelayCircuit) HandleForward(payload *[PayloadSize]byte, a *RelayAction
 	}
 	m, err := DecodeRelayMsg(payload[:BodySize(rc.hop.pos)])
 	if err != nil {
+		return err
+	}
+	m, complete, err := rc.frags.add(m)
+	if err != nil || !complete {
 		return err
 	}
 	return rc.handleLocal(m)
@@ -237,7 +244,7 @@ func (rc *RelayCircuit) HandleCreated(payload *[PayloadSize]byte, a *RelayAction
 	data := make([]byte, 2+len(hdata))
 	data[0], data[1] = byte(len(hdata)>>8), byte(len(hdata))
 	copy(data[2:], hdata)
-	return rc.emitBackward(RelayMsg{Cmd: RelayExtended, Data: data})
+	return emitFragmented(rc.emitBackward, RelayMsg{Cmd: RelayExtended, Data: data}, rc.ep.maxData)
 }
 
 // StreamConnected tells the client that the exit reached the target.

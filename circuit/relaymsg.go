@@ -63,6 +63,7 @@ type RelayMsg struct {
 	Cmd      RelayCmd
 	StreamID uint16
 	Data     []byte
+	More     bool // a fragment with more to follow (fragment.go)
 }
 
 // EncodeRelayMsg writes m into body (a hop's whole body), zero-padding the
@@ -72,6 +73,9 @@ func EncodeRelayMsg(body []byte, m RelayMsg) error {
 		return ErrBadRelayMsg
 	}
 	body[0] = byte(m.Cmd)
+	if m.More {
+		body[0] |= byte(RelayMore)
+	}
 	binary.BigEndian.PutUint16(body[1:3], m.StreamID)
 	binary.BigEndian.PutUint16(body[3:5], uint16(len(m.Data)))
 	n := copy(body[RelayHeaderSize:], m.Data)
@@ -84,7 +88,7 @@ func DecodeRelayMsg(body []byte) (RelayMsg, error) {
 	if len(body) < RelayHeaderSize {
 		return RelayMsg{}, ErrBadRelayMsg
 	}
-	m := RelayMsg{Cmd: RelayCmd(body[0]), StreamID: binary.BigEndian.Uint16(body[1:3])}
+	m := RelayMsg{Cmd: RelayCmd(body[0]) &^ RelayMore, StreamID: binary.BigEndian.Uint16(body[1:3]), More: body[0]&byte(RelayMore) != 0}
 	n := int(binary.BigEndian.Uint16(body[3:5]))
 	if m.Cmd < RelayBegin || m.Cmd > RelayDrop || n > len(body)-RelayHeaderSize {
 		return RelayMsg{}, ErrBadRelayMsg
@@ -220,30 +224,9 @@ func DecodeExtend(data []byte) (*ExtendRequest, error) {
 	return &e, nil
 }
 
-// CREATE payload: HandshakeType (2) | HLen (2) | HData | zeros.
+// CREATE payloads (possibly several cells) are built by CreatePayloads and
+// read by CreateAssembler (fragment.go).
 // CREATED payload and EXTENDED data: HLen (2) | HData (| zeros).
-
-// EncodeCreate fills a CREATE cell's payload.
-func EncodeCreate(payload *[PayloadSize]byte, ht HandshakeType, hdata []byte) error {
-	if len(hdata) > PayloadSize-4 {
-		return ErrBadCell
-	}
-	binary.BigEndian.PutUint16(payload[0:2], uint16(ht))
-	binary.BigEndian.PutUint16(payload[2:4], uint16(len(hdata)))
-	n := copy(payload[4:], hdata)
-	clear(payload[4+n:])
-	return nil
-}
-
-// DecodeCreate parses a CREATE cell's payload. hdata aliases payload.
-func DecodeCreate(payload *[PayloadSize]byte) (HandshakeType, []byte, error) {
-	ht := HandshakeType(binary.BigEndian.Uint16(payload[0:2]))
-	n := int(binary.BigEndian.Uint16(payload[2:4]))
-	if n > PayloadSize-4 {
-		return 0, nil, ErrBadCell
-	}
-	return ht, payload[4 : 4+n], nil
-}
 
 // EncodeCreated fills a CREATED cell's payload.
 func EncodeCreated(payload *[PayloadSize]byte, hdata []byte) error {

@@ -236,10 +236,10 @@ func (c *Client) buildCircuit(ctx context.Context, isolation string, port uint16
 	cl.mu.Unlock()
 
 	circ.mu.Lock()
-	payload, err := circ.cc.Create(c.cfg.Rand, hopSpec(path[0]))
+	payloads, err := circ.cc.Create(c.cfg.Rand, hopSpec(path[0]))
 	circ.mu.Unlock()
-	if err == nil {
-		cell := circuit.Cell{CircID: circ.id, Cmd: circuit.CmdCreate, Payload: *payload}
+	for i := 0; err == nil && i < len(payloads); i++ {
+		cell := circuit.Cell{CircID: circ.id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
 		err = cl.link.Send(&cell)
 	}
 	if err == nil {

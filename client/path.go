@@ -138,5 +138,5 @@ func sameSubnet(a, b netip.Addr) bool {
 }
 
 func hopSpec(r *directory.RouterStatus) circuit.HopSpec {
-	return circuit.HopSpec{Identity: r.ID, LinkKey: r.LinkKey, OnionKey: r.OnionKey, Addr: r.Address}
+	return circuit.HopSpec{Identity: r.ID, LinkKey: r.LinkKey, OnionKey: r.OnionKey, OnionKeyPQ: r.OnionKeyPQ, Addr: r.Address}
 }

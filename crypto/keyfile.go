@@ -16,8 +16,10 @@ import (
 //
 //	veil-key-v1 <kind> <base64 of the private key material>\n
 //
-// where kind is "ed25519-identity" (the 32-byte Ed25519 seed) or
-// "x25519-static" (the 32-byte X25519 private key). Files are written 0600
+// where kind is "ed25519-identity" (the 32-byte Ed25519 seed),
+// "x25519-static" (the 32-byte X25519 private key) or "onion-v1" (a hybrid
+// onion key: the 32-byte X25519 private key followed by the 64-byte
+// ML-KEM-768 seed d||z). Files are written 0600
 // inside 0700 directories and refused on read when group or others may read
 // them, as ssh does for private keys.
 
@@ -25,7 +27,16 @@ import (
 const (
 	KindIdentity = "ed25519-identity"
 	KindStatic   = "x25519-static"
+	KindOnion    = "onion-v1"
 )
+
+// keyLen is the length of the key material each kind holds.
+func keyLen(kind string) int {
+	if kind == KindOnion {
+		return OnionKeyFileSize
+	}
+	return KeySize
+}
 
 const (
 	keyFileMagic   = "veil-key-v1"
@@ -65,8 +76,8 @@ func ParseKeyFile(data []byte, kind string) ([]byte, error) {
 	}
 	key := make([]byte, base64.StdEncoding.DecodedLen(len(fields[2])))
 	n, err := base64.StdEncoding.Strict().Decode(key, fields[2])
-	if err != nil || n != KeySize {
-		return nil, fmt.Errorf("%w: key is not %d bytes of base64", ErrKeyFileFormat, KeySize)
+	if err != nil || n != keyLen(kind) {
+		return nil, fmt.Errorf("%w: key is not %d bytes of base64", ErrKeyFileFormat, keyLen(kind))
 	}
 	return key[:n], nil
 }

@@ -76,6 +76,7 @@ func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote)
 		return nil, ErrTooManyRelays
 	}
 	sort.Slice(c.Relays, func(i, j int) bool { return bytes.Compare(c.Relays[i].ID[:], c.Relays[j].ID[:]) < 0 })
+	mutualFamilies(c)
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -123,11 +124,35 @@ func routerStatus(entries []*VoteEntry) RouterStatus {
 		ID:         d.ID(),
 		LinkKey:    d.LinkKey,
 		OnionKey:   d.OnionKey,
+		OnionKeyPQ: d.OnionKeyPQ,
 		Address:    d.Address,
+		DirAddress: d.DirAddress,
+		Family:     d.Family, // reduced to mutual declarations by mutualFamilies
 		Bandwidth:  bws[(len(bws)-1)/2],
 		Flags:      flags,
 		ExitPolicy: policy,
 		Published:  d.Published.UTC(),
 		Digest:     best.Digest,
 	}
+}
+
+// mutualFamilies keeps in each relay's Family only the listed relays that
+// declare it back: a relay cannot put itself in another's family alone.
+func mutualFamilies(c *Consensus) {
+	for i := range c.Relays {
+		r := &c.Relays[i]
+		var fam []RelayID
+		for _, id := range r.Family {
+			if o := c.Relay(id); o != nil && declares(o.Family, r.ID) {
+				fam = append(fam, id)
+			}
+		}
+		r.Family = fam
+	}
+}
+
+// declares reports whether the sorted list f contains id.
+func declares(f []RelayID, id RelayID) bool {
+	i := sort.Search(len(f), func(i int) bool { return bytes.Compare(f[i][:], id[:]) >= 0 })
+	return i < len(f) && f[i] == id
 }

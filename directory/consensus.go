@@ -16,14 +16,29 @@ import (
 type RouterStatus struct {
 	Nickname   string
 	ID         RelayID // the relay's Ed25519 identity key
-	LinkKey    [32]byte
-	OnionKey   [32]byte
+	LinkKey    [32]byte // X25519 key of the link handshake (Noise XK)
+	OnionKey   [32]byte // X25519 key of the circuit handshake
+	OnionKeyPQ []byte   // ML-KEM-768 encapsulation key of the circuit handshake, OnionKeyPQSize bytes
 	Address    netip.AddrPort
-	Bandwidth  int64 // median of the votes' values, bytes per second
+	DirAddress netip.AddrPort // where it serves the directory cache; zero if it runs none
+	Bandwidth  int64          // median of the votes' values, bytes per second
 	Flags      Flags
 	ExitPolicy *ExitPolicy
-	Published  time.Time // published time of the chosen descriptor
-	Digest     Digest    // SHA-256 of the chosen signed descriptor
+	// Family lists the relays listed in the same consensus that declare
+	// this relay in their family and that this relay declares in its own
+	// (mutual declarations only), sorted.
+	Family    []RelayID
+	Published time.Time // published time of the chosen descriptor
+	Digest    Digest    // SHA-256 of the chosen signed descriptor
+}
+
+// HasDirCache reports whether the relay serves the directory cache.
+func (r *RouterStatus) HasDirCache() bool { return r.DirAddress.IsValid() }
+
+// InFamily reports whether id is in r's (mutual) family.
+func (r *RouterStatus) InFamily(id RelayID) bool {
+	i := sort.Search(len(r.Family), func(i int) bool { return bytes.Compare(r.Family[i][:], id[:]) >= 0 })
+	return i < len(r.Family) && r.Family[i] == id
 }
 
 // Identity returns the relay's identity key.
@@ -84,6 +99,11 @@ func (c *Consensus) encodeBody() []byte {
 		w.line("digest", r.Digest.String())
 		w.line("link-key", b64.EncodeToString(r.LinkKey[:]))
 		w.line("onion-key", b64.EncodeToString(r.OnionKey[:]))
+		w.line("onion-key-pq", b64.EncodeToString(r.OnionKeyPQ))
+		if r.HasDirCache() {
+			w.line("dir-address", r.DirAddress.String())
+		}
+		w.line("family", encodeFamily(r.Family)...)
 		w.line("bandwidth", strconv.FormatInt(r.Bandwidth, 10))
 		if r.Flags == 0 {
 			w.line("flags")
@@ -116,7 +136,9 @@ func (c *Consensus) validate() error {
 			return fmt.Errorf("%w: relays not sorted by ID or repeated", ErrInvalidField)
 		}
 		if !validNickname(r.Nickname) || !validRelayAddress(r.Address) ||
-			r.Bandwidth < 0 || r.Bandwidth > MaxBandwidth || r.Flags&^allFlags != 0 {
+			r.Bandwidth < 0 || r.Bandwidth > MaxBandwidth || r.Flags&^allFlags != 0 ||
+			len(r.OnionKeyPQ) != OnionKeyPQSize || !validFamily(r.Family, r.ID) ||
+			r.DirAddress != (netip.AddrPort{}) && !validRelayAddress(r.DirAddress) {
 			return fmt.Errorf("%w: relay entry", ErrInvalidField)
 		}
 	}
@@ -248,6 +270,22 @@ func parseRouterStatus(r *lineReader) (RouterStatus, error) {
 	}
 	if err := decodeFixed(rs.OnionKey[:], l.args[0]); err != nil {
 		return rs, errAt(err, l, "bad key")
+	}
+	if l, err = r.expect("onion-key-pq", 1); err != nil {
+		return rs, err
+	}
+	rs.OnionKeyPQ = make([]byte, OnionKeyPQSize)
+	if err := decodeFixed(rs.OnionKeyPQ, l.args[0]); err != nil {
+		return rs, errAt(err, l, "bad key")
+	}
+	if rs.DirAddress, err = readOptionalAddr(r, "dir-address"); err != nil {
+		return rs, err
+	}
+	if l, err = r.expect("family", -1); err != nil {
+		return rs, err
+	}
+	if rs.Family, err = parseFamily(l.args); err != nil {
+		return rs, errAt(ErrInvalidField, l, "bad family")
 	}
 	if l, err = r.expect("bandwidth", 1); err != nil {
 		return rs, err

@@ -37,12 +37,26 @@ type Descriptor struct {
 	Identity   ed25519.PublicKey // Ed25519 identity key; the relay's ID
 	LinkKey    [32]byte          // X25519 static key of the Noise XK link handshake
 	OnionKey   [32]byte          // X25519 static key of the circuit handshake
+	OnionKeyPQ []byte            // ML-KEM-768 encapsulation key of the circuit handshake, OnionKeyPQSize bytes; required
 	Address    netip.AddrPort    // where the relay accepts links (ORPort)
-	Bandwidth  int64             // advertised bytes per second, 0..MaxBandwidth
-	ExitPolicy *ExitPolicy       // nil means "reject *:*"
-	Platform   string            // free text, at most 128 printable ASCII characters
-	Published  time.Time         // encoded in UTC with second precision
+	// DirAddress is where the relay serves the directory cache over HTTP
+	// (relay/dircache); the zero value means it runs no cache.
+	DirAddress netip.AddrPort
+	Bandwidth  int64       // advertised bytes per second, 0..MaxBandwidth
+	Family     []RelayID   // other relays of the same operator: sorted, distinct, not itself, at most MaxFamily
+	Contact    string      // operator contact, free text, at most 128 printable ASCII characters
+	ExitPolicy *ExitPolicy // nil means "reject *:*"
+	Platform   string      // free text, at most 128 printable ASCII characters
+	Published  time.Time   // encoded in UTC with second precision
+	// Extra holds non-critical extension lines (keyword starting "x-"),
+	// without their LF, in document order; at most MaxExtraLines. Parsers
+	// keep them (they are signed) and otherwise ignore them; any other
+	// unknown keyword makes the descriptor invalid.
+	Extra []string
 }
+
+// HasDirCache reports whether the relay serves the directory cache.
+func (d *Descriptor) HasDirCache() bool { return d.DirAddress.IsValid() }
 
 // ID returns the relay's ID: a copy of its identity key.
 func (d *Descriptor) ID() RelayID {
@@ -99,8 +113,91 @@ func (d *Descriptor) validate() error {
 		return fmt.Errorf("%w: published", ErrInvalidField)
 	case d.ExitPolicy != nil && len(d.ExitPolicy.rules) > MaxPolicyRules:
 		return fmt.Errorf("%w: exit policy", ErrInvalidField)
+	case len(d.OnionKeyPQ) != OnionKeyPQSize:
+		return fmt.Errorf("%w: onion-key-pq must be %d bytes", ErrInvalidField, OnionKeyPQSize)
+	case d.DirAddress != (netip.AddrPort{}) && !validRelayAddress(d.DirAddress):
+		return fmt.Errorf("%w: dir-address", ErrInvalidField)
+	case !validPlatform(d.Contact):
+		return fmt.Errorf("%w: contact", ErrInvalidField)
+	case !validFamily(d.Family, d.ID()):
+		return fmt.Errorf("%w: family", ErrInvalidField)
+	case !validExtra(d.Extra):
+		return fmt.Errorf("%w: extension lines", ErrInvalidField)
 	}
 	return nil
+}
+
+// validFamily accepts at most MaxFamily IDs, sorted, distinct, without
+// self.
+func validFamily(f []RelayID, self RelayID) bool {
+	if len(f) > MaxFamily {
+		return false
+	}
+	for i, id := range f {
+		if id == self || i > 0 && bytes.Compare(f[i-1][:], id[:]) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validExtra accepts at most MaxExtraLines lines, each a keyword starting
+// with "x-" and arguments obeying the common grammar.
+func validExtra(lines []string) bool {
+	if len(lines) > MaxExtraLines {
+		return false
+	}
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "x-") || len(l) > 1024 || l[len(l)-1] == ' ' || strings.Contains(l, "  ") {
+			return false
+		}
+		kw, _, _ := strings.Cut(l, " ")
+		for _, c := range []byte(kw) {
+			if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+		for _, c := range []byte(l) {
+			if c < 0x20 || c > 0x7e {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// encodeFamily returns the base64 form of each ID.
+func encodeFamily(f []RelayID) []string {
+	out := make([]string, len(f))
+	for i := range f {
+		out[i] = b64.EncodeToString(f[i][:])
+	}
+	return out
+}
+
+// parseFamily decodes family arguments (order is checked by validate).
+func parseFamily(args []string) ([]RelayID, error) {
+	if len(args) > MaxFamily {
+		return nil, ErrInvalidField
+	}
+	var out []RelayID
+	for _, a := range args {
+		var id RelayID
+		if err := decodeFixed(id[:], a); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+// freeText writes kw followed by text, or kw alone if text is empty.
+func (w *writer) freeText(kw, text string) {
+	if text == "" {
+		w.line(kw)
+	} else {
+		w.line(kw, text)
+	}
 }
 
 // validNickname reports whether s is 1-19 characters of [A-Za-z0-9].
@@ -146,16 +243,40 @@ func (d *Descriptor) encodeBody() []byte {
 	w.line("identity", b64.EncodeToString(d.Identity))
 	w.line("link-key", b64.EncodeToString(d.LinkKey[:]))
 	w.line("onion-key", b64.EncodeToString(d.OnionKey[:]))
+	w.line("onion-key-pq", b64.EncodeToString(d.OnionKeyPQ))
 	w.line("address", d.Address.String())
-	w.line("bandwidth", strconv.FormatInt(d.Bandwidth, 10))
-	if d.Platform == "" {
-		w.line("platform")
-	} else {
-		w.line("platform", d.Platform)
+	if d.HasDirCache() {
+		w.line("dir-address", d.DirAddress.String())
 	}
+	w.line("bandwidth", strconv.FormatInt(d.Bandwidth, 10))
+	w.line("family", encodeFamily(d.Family)...)
+	w.freeText("contact", d.Contact)
+	w.freeText("platform", d.Platform)
 	w.line("published", formatTime(d.Published))
 	writePolicy(w, d.ExitPolicy)
+	for _, x := range d.Extra {
+		w.WriteString(x)
+		w.WriteByte('\n')
+	}
 	return w.Bytes()
+}
+
+// readOptionalAddr reads the line "kw address" if it comes next; it
+// returns the zero AddrPort if it does not.
+func readOptionalAddr(r *lineReader, kw string) (netip.AddrPort, error) {
+	l, ok, err := r.peek()
+	if err != nil || !ok || l.kw != kw {
+		return netip.AddrPort{}, err
+	}
+	r.next()
+	if len(l.args) != 1 {
+		return netip.AddrPort{}, errAt(ErrMalformed, l, "want 1 argument")
+	}
+	ap, err := netip.ParseAddrPort(l.args[0])
+	if err != nil || !validRelayAddress(ap) {
+		return netip.AddrPort{}, errAt(ErrInvalidField, l, "bad address")
+	}
+	return ap, nil
 }
 
 // ParseDescriptor parses a signed descriptor, verifies its signature
@@ -223,11 +344,21 @@ func parseDescriptor(b []byte) (*Descriptor, error) {
 	if err := decodeFixed(d.OnionKey[:], l.args[0]); err != nil {
 		return nil, errAt(err, l, "bad key")
 	}
+	if l, err = r.expect("onion-key-pq", 1); err != nil {
+		return nil, err
+	}
+	d.OnionKeyPQ = make([]byte, OnionKeyPQSize)
+	if err := decodeFixed(d.OnionKeyPQ, l.args[0]); err != nil {
+		return nil, errAt(err, l, "bad key")
+	}
 	if l, err = r.expect("address", 1); err != nil {
 		return nil, err
 	}
 	if d.Address, err = netip.ParseAddrPort(l.args[0]); err != nil {
 		return nil, errAt(ErrInvalidField, l, "bad address")
+	}
+	if d.DirAddress, err = readOptionalAddr(r, "dir-address"); err != nil {
+		return nil, err
 	}
 	if l, err = r.expect("bandwidth", 1); err != nil {
 		return nil, err
@@ -235,6 +366,16 @@ func parseDescriptor(b []byte) (*Descriptor, error) {
 	if d.Bandwidth, err = parseInt(l.args[0], MaxBandwidth); err != nil {
 		return nil, errAt(err, l, "bad number")
 	}
+	if l, err = r.expect("family", -1); err != nil {
+		return nil, err
+	}
+	if d.Family, err = parseFamily(l.args); err != nil {
+		return nil, errAt(ErrInvalidField, l, "bad family")
+	}
+	if l, err = r.expect("contact", -1); err != nil {
+		return nil, err
+	}
+	d.Contact = strings.Join(l.args, " ")
 	if l, err = r.expect("platform", -1); err != nil {
 		return nil, err
 	}
@@ -247,6 +388,20 @@ func parseDescriptor(b []byte) (*Descriptor, error) {
 	}
 	if d.ExitPolicy, err = readPolicy(r); err != nil {
 		return nil, err
+	}
+	for {
+		l, ok, err := r.peek()
+		if err != nil {
+			return nil, err
+		}
+		if !ok || !strings.HasPrefix(l.kw, "x-") {
+			break
+		}
+		r.next()
+		if len(d.Extra) == MaxExtraLines {
+			return nil, errAt(ErrMalformed, l, "too many extension lines")
+		}
+		d.Extra = append(d.Extra, string(b[l.start:r.off-1]))
 	}
 	sigLine, err := r.expect("signature", 1)
 	if err != nil {

@@ -29,6 +29,13 @@ const (
 	// MaxPolicyRules bounds the rules of one exit policy (after the
 	// "private" alias is expanded).
 	MaxPolicyRules = 128
+	// MaxFamily bounds the family members a descriptor declares.
+	MaxFamily = 64
+	// MaxExtraLines bounds a descriptor's non-critical extension lines.
+	MaxExtraLines = 16
+	// OnionKeyPQSize is the length of an ML-KEM-768 encapsulation key.
+	OnionKeyPQSize = 1184
+
 	// MaxBandwidth bounds an advertised bandwidth in bytes per second.
 	MaxBandwidth = 1 << 40
 

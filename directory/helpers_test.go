@@ -33,6 +33,12 @@ func testDescriptor(t testing.TB, n int) (*Descriptor, ed25519.PrivateKey) {
 		Published: testTime.Add(-time.Minute),
 	}
 	d.LinkKey[0], d.OnionKey[0] = byte(n), byte(n+1)
+	d.OnionKeyPQ = testPQKey(n)
+	if n < 2 { // relays 0 and 1: one operator, with a directory cache
+		d.Family = []RelayID{RelayID(testKey(fmt.Sprintf("relay%d", 1-n)).Public().(ed25519.PublicKey))}
+		d.Contact = "ops at example.org"
+		d.DirAddress = netip.AddrPortFrom(d.Address.Addr(), 9030)
+	}
 	policy, err := ParseExitPolicy("reject *:*")
 	if n%2 == 0 {
 		policy, err = ParseExitPolicy("reject private:*, accept *:80, accept *:443, reject *:*")
@@ -42,6 +48,17 @@ func testDescriptor(t testing.TB, n int) (*Descriptor, ed25519.PrivateKey) {
 	}
 	d.ExitPolicy = policy
 	return d, priv
+}
+
+// testPQKey returns a deterministic OnionKeyPQSize-byte key for relay n.
+// Only its length is checked by this package.
+func testPQKey(n int) []byte {
+	out := make([]byte, 0, OnionKeyPQSize)
+	for i := 0; len(out) < OnionKeyPQSize; i++ {
+		h := sha256.Sum256([]byte(fmt.Sprintf("pq %d %d", n, i)))
+		out = append(out, h[:]...)
+	}
+	return out[:OnionKeyPQSize]
 }
 
 // signDescriptor signs d with priv, failing the test on error.

@@ -12,11 +12,16 @@ import (
 
 // linkState is one link and the circuits that use it.
 type linkState struct {
-	link   *linkio.Conn
-	mu     sync.Mutex
-	circs  map[uint32]circSide
-	nextID uint32
+	link    *linkio.Conn
+	mu      sync.Mutex
+	circs   map[uint32]circSide
+	pending map[uint32]*circuit.CreateAssembler // CREATEs still arriving in fragments
+	nextID  uint32
 }
+
+// MaxPendingCreates bounds the fragmented CREATEs one link may have in
+// progress at once.
+const MaxPendingCreates = 32
 
 // circSide is a circuit as seen from one of its two links.
 type circSide struct {
@@ -41,7 +46,7 @@ type circEntry struct {
 var errCircuitIDs = errors.New("relay: no free circuit ID on link")
 
 func (r *Relay) addLink(link *linkio.Conn) (*linkState, bool) {
-	ls := &linkState{link: link, circs: make(map[uint32]circSide)}
+	ls := &linkState{link: link, circs: make(map[uint32]circSide), pending: make(map[uint32]*circuit.CreateAssembler)}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -85,8 +90,11 @@ func (r *Relay) readLink(ls *linkState) {
 }
 
 func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
-	if c.Cmd == circuit.CmdCreate {
-		return r.handleCreate(ls, c)
+	ls.mu.Lock()
+	asm := ls.pending[c.CircID]
+	ls.mu.Unlock()
+	if c.Cmd == circuit.CmdCreate || asm != nil {
+		return r.handleCreate(ls, c, asm)
 	}
 	ls.mu.Lock()
 	side, ok := ls.circs[c.CircID]
@@ -129,24 +137,55 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
 	return nil
 }
 
-func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell) error {
-	// The side that opened the link picks IDs with the high bit set.
-	peerOpened := !ls.link.Initiator()
-	if (c.CircID&circuit.CircIDHighBit != 0) != peerOpened {
-		return errors.New("relay: CREATE with a circuit ID from the wrong half")
+// handleCreate takes a CREATE cell, or any cell for a circuit whose
+// CREATE is still arriving in fragments (asm != nil).
+func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, asm *circuit.CreateAssembler) error {
+	var (
+		done bool
+		err  error
+	)
+	if asm != nil {
+		if c.Cmd != circuit.CmdCreate {
+			err = circuit.ErrProtocol
+		} else {
+			done, err = asm.Add(&c.Payload)
+		}
+	} else {
+		// The side that opened the link picks IDs with the high bit set.
+		peerOpened := !ls.link.Initiator()
+		if (c.CircID&circuit.CircIDHighBit != 0) != peerOpened {
+			return errors.New("relay: CREATE with a circuit ID from the wrong half")
+		}
+		ls.mu.Lock()
+		_, dup := ls.circs[c.CircID]
+		full := len(ls.circs) >= MaxCircuitsPerLink || len(ls.pending) >= MaxPendingCreates
+		ls.mu.Unlock()
+		if dup {
+			return errors.New("relay: CREATE for an existing circuit")
+		}
+		if full {
+			d := circuit.DestroyCell(c.CircID, circuit.DestroyResourceLimit)
+			return ls.link.Send(&d)
+		}
+		asm, done, err = circuit.StartCreate(&c.Payload)
 	}
 	ls.mu.Lock()
-	_, dup := ls.circs[c.CircID]
-	full := len(ls.circs) >= MaxCircuitsPerLink
-	ls.mu.Unlock()
-	if dup {
-		return errors.New("relay: CREATE for an existing circuit")
+	if err != nil || done {
+		delete(ls.pending, c.CircID)
+	} else {
+		ls.pending[c.CircID] = asm
 	}
-	if full {
-		d := circuit.DestroyCell(c.CircID, circuit.DestroyResourceLimit)
+	ls.mu.Unlock()
+	if err != nil {
+		r.log.Debug("refusing CREATE", "err", err)
+		d := circuit.DestroyCell(c.CircID, circuit.DestroyProtocol)
 		return ls.link.Send(&d)
 	}
-	rc, created, err := circuit.AcceptCreate(r.cfg.Rand, r.id, r.onions, &c.Payload)
+	if !done {
+		return nil
+	}
+	ht, hdata := asm.Message()
+	rc, created, err := circuit.AcceptCreate(r.cfg.Rand, r.id, r.onions, ht, hdata)
 	if err != nil {
 		r.log.Debug("refusing CREATE", "err", err)
 		d := circuit.DestroyCell(c.CircID, circuit.DestroyProtocol)
@@ -289,10 +328,10 @@ func (r *Relay) extend(ctx context.Context, e *circEntry, req *circuit.ExtendReq
 		return
 	}
 	e.next, e.nextID = ls, id
-	cell := circuit.Cell{CircID: id, Cmd: circuit.CmdCreate}
-	err = circuit.EncodeCreate(&cell.Payload, req.HType, req.Handshake)
 	e.mu.Unlock()
-	if err == nil {
+	payloads, err := circuit.CreatePayloads(req.HType, req.Handshake)
+	for i := 0; err == nil && i < len(payloads); i++ {
+		cell := circuit.Cell{CircID: id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
 		err = ls.link.Send(&cell)
 	}
 	if err != nil {

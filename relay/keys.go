@@ -10,12 +10,12 @@ import (
 )
 
 // Keys are a relay's long-term keys, kept in its data directory as
-// identity.key (Ed25519), link.key and onion.key (X25519), each 0600 in a
-// 0700 directory (crypto.WriteKeyFile).
+// identity.key (Ed25519), link.key (X25519) and onion.key (X25519 +
+// ML-KEM-768), each 0600 in a 0700 directory (crypto.WriteKeyFile).
 type Keys struct {
 	Identity ed25519.PrivateKey
 	Link     crypto.StaticKey
-	Onion    crypto.StaticKey
+	Onion    *crypto.OnionKey
 }
 
 // LoadOrCreateKeys reads the relay's keys from dir, creating any that are
@@ -29,7 +29,7 @@ func LoadOrCreateKeys(dir string, rand io.Reader) (*Keys, error) {
 	if err != nil {
 		return nil, err
 	}
-	onion, err := crypto.LoadOrCreateStatic(filepath.Join(dir, "onion.key"), rand)
+	onion, err := crypto.LoadOrCreateOnionKey(filepath.Join(dir, "onion.key"), rand)
 	if err != nil {
 		return nil, err
 	}

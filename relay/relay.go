@@ -29,7 +29,7 @@ type Config struct {
 	Nickname  string
 	Identity  ed25519.PrivateKey
 	LinkKey   crypto.StaticKey
-	OnionKey  crypto.StaticKey
+	OnionKey  *crypto.OnionKey
 	Listener  net.Listener   // accepts links
 	Advertise netip.AddrPort // the address published in the descriptor
 	Bandwidth int64          // advertised bytes per second
@@ -69,7 +69,7 @@ type Relay struct {
 	cfg    Config
 	log    *slog.Logger
 	id     [32]byte
-	onions []*crypto.StaticKey
+	onions []*crypto.OnionKey
 	dialer net.Dialer
 
 	mu     sync.Mutex
@@ -84,6 +84,9 @@ type Relay struct {
 func New(cfg Config) (*Relay, error) {
 	if len(cfg.Identity) != ed25519.PrivateKeySize {
 		return nil, errors.New("relay: identity key missing")
+	}
+	if cfg.OnionKey == nil {
+		return nil, errors.New("relay: onion key missing")
 	}
 	if cfg.Listener == nil || cfg.Network == nil {
 		return nil, errors.New("relay: listener and network file are required")
@@ -112,7 +115,7 @@ func New(cfg Config) (*Relay, error) {
 	r := &Relay{
 		cfg:    cfg,
 		log:    cfg.Logger,
-		onions: []*crypto.StaticKey{&cfg.OnionKey},
+		onions: []*crypto.OnionKey{cfg.OnionKey},
 		links:  make(map[*linkio.Conn]*linkState),
 		byKey:  make(map[[32]byte]*linkio.Conn),
 	}
@@ -130,7 +133,8 @@ func (r *Relay) Descriptor() ([]byte, error) {
 		Nickname:   r.cfg.Nickname,
 		Identity:   r.cfg.Identity.Public().(ed25519.PublicKey),
 		LinkKey:    r.cfg.LinkKey.Public,
-		OnionKey:   r.cfg.OnionKey.Public,
+		OnionKey:   r.cfg.OnionKey.X25519.Public,
+		OnionKeyPQ: r.cfg.OnionKey.KEMPublic[:],
 		Address:    r.cfg.Advertise,
 		Bandwidth:  r.cfg.Bandwidth,
 		ExitPolicy: r.cfg.ExitPolicy,

@@ -24,7 +24,7 @@ func testRelay(t *testing.T, policy string, allowPrivate bool) (circuit.HopSpec,
 	t.Helper()
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
 	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
-	onion, _ := crypto.GenerateStaticKey(rand.Reader)
+	onion, _ := crypto.GenerateOnionKey(rand.Reader)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +44,7 @@ func testRelay(t *testing.T, policy string, allowPrivate bool) (circuit.HopSpec,
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.Public, Addr: adv}
+	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: adv}
 	return spec, func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -75,11 +75,13 @@ func dialOneHop(t *testing.T, spec circuit.HopSpec) *oneHop {
 	h := &oneHop{t: t, link: link, cc: circuit.NewClientCircuit(), cells: make(chan circuit.Cell, 1024)}
 	go link.ReadLoop(func(c *circuit.Cell) error { h.cells <- *c; return nil })
 	t.Cleanup(func() { link.Close() })
-	p, err := h.cc.Create(rand.Reader, spec)
+	payloads, err := h.cc.Create(rand.Reader, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.send(circuit.Cell{CircID: testCircID, Cmd: circuit.CmdCreate, Payload: *p})
+	for _, p := range payloads {
+		h.send(circuit.Cell{CircID: testCircID, Cmd: circuit.CmdCreate, Payload: p})
+	}
 	c := h.next()
 	if c.Cmd != circuit.CmdCreated {
 		t.Fatalf("got cell %d, want CREATED", c.Cmd)
@@ -235,7 +237,7 @@ func TestIsPrivate(t *testing.T) {
 func TestInboundLinkLimit(t *testing.T) {
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
 	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
-	onion, _ := crypto.GenerateStaticKey(rand.Reader)
+	onion, _ := crypto.GenerateOnionKey(rand.Reader)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -282,7 +284,7 @@ func TestInboundLinkLimit(t *testing.T) {
 		c.Close()
 	}
 	// A slot frees: a real link now completes.
-	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.Public, Addr: ln.Addr().(*net.TCPAddr).AddrPort()}
+	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: ln.Addr().(*net.TCPAddr).AddrPort()}
 	linked := false
 	for range 50 {
 		throwaway, _ := crypto.GenerateStaticKey(rand.Reader)

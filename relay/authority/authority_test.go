@@ -128,6 +128,7 @@ func relayDescriptors(t *testing.T, n int, now time.Time) ([][]byte, []directory
 			Published:  now,
 		}
 		d.LinkKey[0], d.OnionKey[0] = byte(i), byte(i)
+		d.OnionKeyPQ = make([]byte, directory.OnionKeyPQSize)
 		raw, err := d.Sign(priv)
 		if err != nil {
 			t.Fatal(err)
