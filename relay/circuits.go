@@ -293,7 +293,9 @@ func (r *Relay) destroy(e *circEntry, reason circuit.DestroyReason, from *linkSt
 
 // extend opens (or reuses) a link to the requested relay and sends CREATE.
 func (r *Relay) extend(ctx context.Context, e *circEntry, req *circuit.ExtendRequest) {
-	if req.Identity == r.id || req.LinkKey == r.cfg.LinkKey.Public {
+	if req.Identity == r.id || req.LinkKey == r.cfg.LinkKey.Public || req.LinkKey == e.prev.link.PeerStatic() {
+		// Never to itself, and never back to the previous hop: a circuit
+		// that doubles back gains nothing and helps correlate.
 		r.destroy(e, circuit.DestroyProtocol, nil)
 		return
 	}
