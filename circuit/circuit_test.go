@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/veilnet/veil/crypto"
 )
@@ -45,7 +46,7 @@ func (r *testRelay) accept(payloads [][PayloadSize]byte) (*RelayCircuit, *[Paylo
 		return nil, nil, errors.New("test: handshake incomplete")
 	}
 	ht, hdata := a.Message()
-	return AcceptCreate(rand.Reader, r.id, []*crypto.OnionKey{r.onion}, ht, hdata)
+	return AcceptCreate(rand.Reader, time.Now, r.id, []*crypto.OnionKey{r.onion}, ht, hdata)
 }
 
 // chain is a client and n relays wired together in memory, with no links:
@@ -64,7 +65,7 @@ type chain struct {
 
 func buildChain(t testing.TB, n int) *chain {
 	t.Helper()
-	ch := &chain{t: t, client: NewClientCircuit()}
+	ch := &chain{t: t, client: NewClientCircuit(time.Now)}
 	for i := range n {
 		ch.relays = append(ch.relays, newTestRelay(t, i+1))
 	}
@@ -219,35 +220,43 @@ func TestThreeHopStreamRoundTrip(t *testing.T) {
 		t.Fatalf("client connected = %v", ch.ca.Connected)
 	}
 
-	// Exit → client: 100 KiB across many cells, reassembled in order.
-	want := make([]byte, 100<<10)
+	// Exit → client: 1 MiB across many cells, reassembled in order; the
+	// exit sends as the client's authenticated SENDMEs open its window.
+	want := make([]byte, 1<<20)
 	rand.Read(want)
-	ch.ca.Reset()
-	ch.ra.Reset()
-	n, err := exit.PackageData(id, want, &ch.ra)
-	if err != nil || n != len(want) {
-		t.Fatalf("packaged %d of %d: %v", n, len(want), err)
-	}
 	var got []byte
-	for _, c := range append([]Cell(nil), ch.ra.ToPrev...) {
-		if err := ch.backward(1, c); err != nil {
+	for off, rounds := 0, 0; off < len(want); rounds++ {
+		if rounds > 10000 {
+			t.Fatal("no progress")
+		}
+		ch.ca.Reset()
+		ch.ra.Reset()
+		n, err := exit.PackageData(id, want[off:], &ch.ra)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	for _, d := range ch.ca.Data {
-		got = append(got, d.Data...)
+		off += n
+		for _, c := range append([]Cell(nil), ch.ra.ToPrev...) {
+			if err := ch.backward(1, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, d := range ch.ca.Data {
+			got = append(got, d.Data...)
+		}
+		if len(ch.ca.Data) > 0 {
+			ch.client.StreamConsumed(id, len(ch.ca.Data), &ch.ca)
+		}
+		// Deliver the client's SENDMEs (and nothing else is pending).
+		if err := ch.sendForward(); err != nil {
+			t.Fatalf("delivering SENDMEs: %v", err)
+		}
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatalf("client received %d bytes, want %d identical", len(got), len(want))
 	}
-	if len(ch.ca.ToLink) == 0 {
-		t.Fatal("client sent no circuit SENDME after 100+ cells")
-	}
-
-	// Deliver the client's SENDMEs: skipping them would (rightly) break
-	// the forward nonce sequence.
-	if err := ch.sendForward(); err != nil {
-		t.Fatalf("delivering SENDMEs: %v", err)
+	if exit.Cwnd() <= CwndInit {
+		t.Fatalf("cwnd stayed at %d over 1 MiB without loss", exit.Cwnd())
 	}
 
 	// Client → exit.
@@ -369,7 +378,9 @@ func TestBackwardTamperReplayReorderDetected(t *testing.T) {
 	}
 }
 
-func TestWindowsBoundSender(t *testing.T) {
+// TestCwndBoundsSender: without SENDMEs a sender stops at its congestion
+// window.
+func TestCwndBoundsSender(t *testing.T) {
 	ch := buildChain(t, 3)
 	ch.ca.Reset()
 	id, _ := ch.client.OpenStream("h", 1, &ch.ca)
@@ -382,11 +393,11 @@ func TestWindowsBoundSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := StreamWindowStart * exit.MaxData(); n != want {
-		t.Fatalf("exit packaged %d bytes without SENDMEs, want the stream window %d", n, want)
+	if want := CwndInit * exit.MaxData(); n != want {
+		t.Fatalf("exit packaged %d bytes without SENDMEs, want the initial window %d", n, want)
 	}
 	if exit.CanPackage(id) {
-		t.Fatal("exit may still send with a closed window")
+		t.Fatal("exit may still send with a full window")
 	}
 }
 
@@ -478,31 +489,141 @@ func BenchmarkRelayOpenForward(b *testing.B) {
 	}
 }
 
-// TestStreamWindowEnforcedAtReceiver: a sender that overruns a stream
-// window while the application reads nothing gets the circuit destroyed,
-// so what a circuit buffers is bounded.
-func TestStreamWindowEnforcedAtReceiver(t *testing.T) {
+// forgeData seals a DATA cell with the exit's own layer, bypassing the
+// exit's flow control, as a misbehaving exit could.
+func forgeData(exit *RelayCircuit, id uint16) *[PayloadSize]byte {
+	c := Cell{Cmd: CmdRelay}
+	EncodeRelayMsg(c.Payload[:BodySize(exit.hop.pos)], RelayMsg{Cmd: RelayData, StreamID: id, Data: []byte("x")})
+	exit.hop.sealBackward(&c.Payload, FlagLocal)
+	return &c.Payload
+}
+
+// fillUntilXoff runs an honest exchange in which the exit sends on stream
+// id as fast as flow control lets it and the client's application reads
+// nothing, delivering the client's SENDMEs, until the exit stops. It
+// returns the number of DATA cells the client received.
+func fillUntilXoff(t *testing.T, ch *chain, id uint16) int {
+	exit := ch.rcs[len(ch.rcs)-1]
+	received := 0
+	for rounds := 0; exit.CanPackage(id); rounds++ {
+		if rounds > 1000 {
+			t.Fatal("exit never stopped")
+		}
+		ch.ca.Reset()
+		ch.ra.Reset()
+		if _, err := exit.PackageData(id, make([]byte, 64<<10), &ch.ra); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range append([]Cell(nil), ch.ra.ToPrev...) {
+			if err := ch.backward(len(ch.rcs)-2, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		received += len(ch.ca.Data)
+		if err := ch.sendForward(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return received
+}
+
+func openedStream(t *testing.T, hops int) (*chain, uint16) {
+	ch := buildChain(t, hops)
+	exit := ch.rcs[hops-1]
+	ch.ca.Reset()
+	id, err := ch.client.OpenStream("h", 1, &ch.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.sendForward(); err != nil {
+		t.Fatal(err)
+	}
+	ch.ra.Reset()
+	exit.StreamConnected(id, &ch.ra)
+	if err := ch.afterRelay(hops - 1); err != nil {
+		t.Fatal(err)
+	}
+	return ch, id
+}
+
+// TestXoffStopsSenderAndIsEnforced: a receiver whose application reads
+// nothing sends XOFF at XoffCells and the honest exit stops that stream,
+// having sent at most XoffCells plus one window; a sender that goes on past
+// XoffCells+MaxCwnd gets the circuit destroyed, so what one stream buffers
+// is bounded.
+func TestXoffStopsSenderAndIsEnforced(t *testing.T) {
+	ch, id := openedStream(t, 1)
+	exit := ch.rcs[0]
+	got := fillUntilXoff(t, ch, id)
+	if got < XoffCells || got > XoffCells+MaxCwnd {
+		t.Fatalf("client holds %d cells when the exit stopped", got)
+	}
+	if !exit.ep.streams[id].blocked {
+		t.Fatal("exit stopped, but not by XOFF")
+	}
+	var err error
+	sent := got
+	ch.ca.Reset()
+	for err == nil && sent <= XoffCells+MaxCwnd {
+		sent++
+		err = ch.client.HandleBackward(forgeData(exit, id), &ch.ca)
+	}
+	if !errors.Is(err, ErrWindow) || sent != XoffCells+MaxCwnd+1 {
+		t.Fatalf("cell %d: got %v, want ErrWindow on cell %d", sent, err, XoffCells+MaxCwnd+1)
+	}
+}
+
+// TestXonResumes: once the application catches up, XON lets the sender go
+// on.
+func TestXonResumes(t *testing.T) {
+	ch, id := openedStream(t, 1)
+	exit := ch.rcs[0]
+	got := fillUntilXoff(t, ch, id)
+	ch.ca.Reset()
+	if err := ch.client.StreamConsumed(id, got-XonCells, &ch.ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.sendForward(); err != nil {
+		t.Fatal(err)
+	}
+	if !exit.CanPackage(id) {
+		t.Fatal("XON did not reopen the stream")
+	}
+}
+
+// TestSendmeMustProveReceipt: a SENDME whose tag is not that of the cell it
+// acknowledges, or one for cells never sent, destroys the circuit.
+func TestSendmeMustProveReceipt(t *testing.T) {
 	ch := buildChain(t, 1)
 	exit := ch.rcs[0]
+	// Before any data: nothing to acknowledge.
+	c := Cell{Cmd: CmdRelay}
+	EncodeRelayMsg(c.Payload[:BodySize(1)], RelayMsg{Cmd: RelaySendme, Data: make([]byte, TagSize)})
+	ch.client.hops[0].sealForward(&c.Payload, FlagLocal)
+	ch.ra.Reset()
+	if err := exit.HandleForward(&c.Payload, &ch.ra); !errors.Is(err, ErrWindow) {
+		t.Fatalf("SENDME for nothing: %v", err)
+	}
+
+	ch = buildChain(t, 1)
+	exit = ch.rcs[0]
 	ch.ca.Reset()
 	id, _ := ch.client.OpenStream("h", 1, &ch.ca)
 	ch.sendForward()
 	ch.ra.Reset()
 	exit.StreamConnected(id, &ch.ra)
 	ch.afterRelay(0)
-	// Forge DATA beyond the window by sealing with the exit's own layer:
-	// the honest state machine would refuse to package it.
-	var err error
-	sent := 0
-	for ; sent <= StreamWindowStart && err == nil; sent++ {
-		c := Cell{Cmd: CmdRelay}
-		EncodeRelayMsg(c.Payload[:BodySize(1)], RelayMsg{Cmd: RelayData, StreamID: id, Data: []byte("x")})
-		exit.hop.sealBackward(&c.Payload, FlagLocal)
-		ch.ca.Reset()
-		err = ch.client.HandleBackward(&c.Payload, &ch.ca)
+	ch.ra.Reset()
+	if n, err := exit.PackageData(id, make([]byte, SendmeInc*exit.MaxData()), &ch.ra); err != nil || n == 0 {
+		t.Fatal(n, err)
 	}
-	if !errors.Is(err, ErrWindow) || sent != StreamWindowStart+1 {
-		t.Fatalf("cell %d: got %v, want ErrWindow on cell %d", sent, err, StreamWindowStart+1)
+	// The client never saw the cells; it guesses a tag.
+	c = Cell{Cmd: CmdRelay}
+	EncodeRelayMsg(c.Payload[:BodySize(1)], RelayMsg{Cmd: RelaySendme, Data: bytes.Repeat([]byte{7}, TagSize)})
+	ch.client.hops[0].sealForward(&c.Payload, FlagLocal)
+	ch.ra.Reset()
+	if err := exit.HandleForward(&c.Payload, &ch.ra); !errors.Is(err, ErrProtocol) {
+		t.Fatalf("guessed SENDME: %v", err)
 	}
 }
 

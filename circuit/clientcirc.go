@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"time"
 )
 
 // HopSpec is what the client knows of a relay from the consensus.
@@ -32,6 +33,7 @@ type ClientCircuit struct {
 	pending *ClientHandshake
 	ep      endpoint
 	frags   msgAssembler
+	now     func() time.Time
 	nextID  uint16
 	acts    *ClientActions
 	cell    Cell
@@ -39,24 +41,25 @@ type ClientCircuit struct {
 
 // ClientActions is what the driver must do after a call.
 type ClientActions struct {
-	ToLink    []Cell       // cells for the first hop (driver sets CircID)
-	Extended  bool         // a hop was added
-	Connected []uint16     // streams the exit opened
-	Data      []StreamData // stream bytes, in order
-	Ends      []StreamEnd  // streams the exit closed
-	Writable  []uint16     // streams whose windows reopened (0: all)
+	ToLink    []Cell   // cells for the first hop (driver sets CircID)
+	Extended  bool     // a hop was added
+	Connected []uint16 // streams the exit opened
+	// Stream bytes, streams the exit closed, streams that may send again.
+	StreamActions
 }
 
 // Reset empties a for reuse.
 func (a *ClientActions) Reset() {
 	a.ToLink = a.ToLink[:0]
 	a.Extended = false
-	a.Connected, a.Data, a.Ends, a.Writable = a.Connected[:0], a.Data[:0], a.Ends[:0], a.Writable[:0]
+	a.Connected = a.Connected[:0]
+	a.StreamActions.reset()
 }
 
-// NewClientCircuit returns an empty circuit.
-func NewClientCircuit() *ClientCircuit {
-	return &ClientCircuit{nextID: 1}
+// NewClientCircuit returns an empty circuit. now is the clock congestion
+// control measures round trips with (time.Now, or a simulator's clock).
+func NewClientCircuit(now func() time.Time) *ClientCircuit {
+	return &ClientCircuit{nextID: 1, now: now}
 }
 
 // Hops is the number of hops built.
@@ -103,7 +106,7 @@ func (c *ClientCircuit) finishHop(msg2 []byte) error {
 		return err
 	}
 	c.hops = append(c.hops, hop)
-	c.ep = newEndpoint(MaxDataSize(hop.pos), c.emitForward)
+	c.ep = newEndpoint(MaxDataSize(hop.pos), c.emitForward, c.now, &hop.forward, &hop.backward)
 	return nil
 }
 
@@ -206,28 +209,10 @@ func (c *ClientCircuit) handleLocal(from int, m RelayMsg) error {
 		}
 		s.open = true
 		a.Connected = append(a.Connected, m.StreamID)
-	case RelayData:
-		if m.StreamID == 0 {
-			return fmt.Errorf("%w: DATA on stream 0", ErrProtocol)
-		}
-		if err := c.ep.onData(m.StreamID); err != nil {
+	default:
+		if handled, err := c.ep.handleStreamMsg(m, &a.StreamActions); handled {
 			return err
 		}
-		if _, ok := c.ep.streams[m.StreamID]; ok {
-			a.Data = append(a.Data, StreamData{StreamID: m.StreamID, Data: append([]byte(nil), m.Data...)})
-		}
-	case RelayEnd:
-		if _, ok := c.ep.streams[m.StreamID]; ok {
-			c.ep.endStream(m.StreamID)
-			a.Ends = append(a.Ends, StreamEnd{StreamID: m.StreamID, Reason: endReasonOf(m.Data)})
-		}
-	case RelaySendme:
-		ok, err := c.ep.onSendme(m.StreamID)
-		if ok {
-			a.Writable = append(a.Writable, m.StreamID)
-		}
-		return err
-	default:
 		return fmt.Errorf("%w: relay command %d not for a client", ErrProtocol, m.Cmd)
 	}
 	return nil
@@ -252,7 +237,7 @@ func (c *ClientCircuit) OpenStream(host string, port uint16, a *ClientActions) (
 		return 0, err
 	}
 	if err := c.emitForward(RelayMsg{Cmd: RelayBegin, StreamID: id, Data: data}); err != nil {
-		c.ep.endStream(id)
+		delete(c.ep.streams, id)
 		return 0, err
 	}
 	return id, nil
@@ -278,7 +263,7 @@ func (c *ClientCircuit) CloseStream(id uint16, a *ClientActions) error {
 	if _, ok := c.ep.streams[id]; !ok {
 		return nil
 	}
-	c.ep.endStream(id)
+	delete(c.ep.streams, id)
 	return c.emitForward(RelayMsg{Cmd: RelayEnd, StreamID: id, Data: []byte{byte(EndDone)}})
 }
 

@@ -1,38 +1,60 @@
 package circuit
 
 import (
+	"crypto/subtle"
 	"errors"
 	"fmt"
+	"time"
 )
 
-// Flow control, in the manner of Tor's fixed windows (tor-spec §7.3–7.4):
-// a sender may have at most CircWindowStart DATA cells unacknowledged on a
-// circuit and StreamWindowStart on one stream.
+// Flow and congestion control (docs/spec/circuit.md §6).
 //
-// The receiver sends a stream-level SENDME every StreamWindowIncrement
-// cells its application has consumed, so a slow reader stalls only its own
-// stream, and a peer that sends past a stream window is caught and the
-// circuit destroyed: what one circuit buffers at its receiver is bounded by
-// MaxStreamsPerCircuit × StreamWindowStart cells.
+// Circuit level: the sender of DATA keeps a congestion window (cwnd, in
+// cells) and may have at most cwnd DATA cells unacknowledged. The receiver
+// sends a circuit SENDME (StreamID 0) for every SendmeInc DATA cells it
+// receives, carrying the 16-byte layer tag of the cell that completed the
+// count. Only a receiver that really decrypted that cell knows its tag, so
+// a SENDME proves receipt (in the spirit of Tor's proposal 289) and a client
+// cannot make an exit send faster than the data arrives. The sender
+// measures the round trip of each acknowledged cell and adjusts cwnd the
+// way TCP Vegas and Tor's proposal 324 do: grow while the estimated queue
+// the circuit builds along its path is small, shrink when it grows.
 //
-// The receiver sends a circuit-level SENDME (StreamID 0) every
-// CircWindowIncrement DATA cells it receives, as Tor does. That paces an
-// honest sender (it bounds the cells in flight through the relays) but the
-// receiver cannot use it to catch a dishonest one, because the sender's
-// window refills from SENDMEs the receiver sends anyway; authenticated
-// SENDMEs and congestion control replace it (docs/spec/circuit.md).
+// Stream level: no window limits a stream's throughput. A receiver whose
+// application falls behind by XoffCells cells on one stream sends XOFF; the
+// sender stops that stream until XON, which the receiver sends once the
+// backlog falls to XonCells (Tor's proposal 344). A slow reader therefore
+// stalls only its own stream. A sender that keeps sending on a stream after
+// XOFF, beyond what could have been in flight (MaxCwnd), is caught and the
+// circuit destroyed: a receiver buffers at most XoffCells+MaxCwnd cells per
+// stream.
+
+// Flow-control constants, in cells.
 const (
-	CircWindowStart       = 1000
-	CircWindowIncrement   = 100
-	StreamWindowStart     = 500
-	StreamWindowIncrement = 50
+	SendmeInc = 31
+	CwndInit  = 124
+	CwndMin   = 124
+	MaxCwnd   = 4096
+	// Vegas thresholds on the estimated queue (cells) a circuit keeps in
+	// the network: grow below Alpha, shrink above Beta, leave slow start
+	// above Gamma, cut back hard above Delta.
+	VegasAlpha = 3 * SendmeInc
+	VegasBeta  = 4 * SendmeInc
+	VegasGamma = 3 * SendmeInc
+	VegasDelta = 6 * SendmeInc
+
+	XoffCells = 256
+	XonCells  = 64
 	// MaxStreamsPerCircuit bounds the stream table of one circuit.
 	MaxStreamsPerCircuit = 256
+	// maxPendingAcks bounds the sender's record of cells awaiting SENDMEs.
+	maxPendingAcks = MaxCwnd/SendmeInc + 1
 )
 
 var (
-	// ErrWindow is returned when a peer sends beyond a flow-control window.
-	ErrWindow = errors.New("circuit: flow-control window exceeded")
+	// ErrWindow is returned when a peer sends beyond what flow control
+	// allows.
+	ErrWindow = errors.New("circuit: flow-control limit exceeded")
 	// ErrUnknownStream is returned for messages about streams that do not exist.
 	ErrUnknownStream = errors.New("circuit: unknown stream")
 	// ErrTooManyStreams is returned when a circuit's stream table is full.
@@ -42,30 +64,61 @@ var (
 	ErrProtocol = errors.New("circuit: protocol violation")
 )
 
-type streamFlow struct {
-	pkg      int // DATA cells we may still send
-	deliver  int // DATA cells the peer may still send
-	consumed int // cells the application consumed since the last SENDME
-	open     bool
+// StreamActions are the stream events a call produced; both
+// ClientActions and RelayActions embed them.
+type StreamActions struct {
+	Data     []StreamData // bytes for streams, in order
+	Ends     []StreamEnd  // streams the peer closed
+	Writable []uint16     // streams that may send again (0: every stream)
 }
 
-// endpoint holds the streams and windows at one end of a circuit: the
+func (a *StreamActions) reset() {
+	a.Data, a.Ends, a.Writable = a.Data[:0], a.Ends[:0], a.Writable[:0]
+}
+
+type streamFlow struct {
+	open     bool
+	blocked  bool // the peer sent XOFF
+	buffered int  // cells received and not yet consumed
+	xoffSent bool
+}
+
+type pendingAck struct {
+	tag  [TagSize]byte
+	sent time.Time
+}
+
+// endpoint holds the streams and flow control at one end of a circuit: the
 // client, or the hop the client's streams exit from.
 type endpoint struct {
-	circPkg     int
-	circDeliver int
-	streams     map[uint16]*streamFlow
-	maxData     int
-	emit        func(RelayMsg) error // seals one message toward the peer
+	streams map[uint16]*streamFlow
+	maxData int
+	emit    func(RelayMsg) error // seals one message toward the peer
+	now     func() time.Time
+	sendKey *layerKey // our layer key for what we send: its last tag
+	recvKey *layerKey // the layer key for what we receive: its last tag
+
+	// Congestion control of what we send.
+	cwnd      int
+	inflight  int
+	sent      uint64
+	acks      []pendingAck
+	slowStart bool
+	minRTT    time.Duration
+	// fixedCwnd, if nonzero, pins cwnd (no Vegas updates): for experiments
+	// that compare congestion control with Tor's old fixed window.
+	fixedCwnd        int
+	ackedSinceUpdate int
+
+	// Acknowledgement of what we receive.
+	received uint64
 }
 
-func newEndpoint(maxData int, emit func(RelayMsg) error) endpoint {
+func newEndpoint(maxData int, emit func(RelayMsg) error, now func() time.Time, sendKey, recvKey *layerKey) endpoint {
 	return endpoint{
-		circPkg:     CircWindowStart,
-		circDeliver: CircWindowStart,
-		streams:     make(map[uint16]*streamFlow),
-		maxData:     maxData,
-		emit:        emit,
+		streams: make(map[uint16]*streamFlow), maxData: maxData, emit: emit, now: now,
+		sendKey: sendKey, recvKey: recvKey,
+		cwnd: CwndInit, slowStart: true,
 	}
 }
 
@@ -79,106 +132,192 @@ func (e *endpoint) addStream(id uint16) error {
 	if len(e.streams) >= MaxStreamsPerCircuit {
 		return ErrTooManyStreams
 	}
-	e.streams[id] = &streamFlow{pkg: StreamWindowStart, deliver: StreamWindowStart}
+	e.streams[id] = &streamFlow{}
 	return nil
 }
 
-// onData accounts for one received DATA cell. It returns ErrWindow if the
-// peer overran a window and emits a circuit SENDME when one is due.
-func (e *endpoint) onData(id uint16) error {
+// handleStreamMsg handles the messages both ends treat alike: DATA, END,
+// SENDME, XON and XOFF. handled is false for any other command.
+func (e *endpoint) handleStreamMsg(m RelayMsg, a *StreamActions) (handled bool, err error) {
+	switch m.Cmd {
+	case RelayData:
+		if m.StreamID == 0 {
+			return true, fmt.Errorf("%w: DATA on stream 0", ErrProtocol)
+		}
+		deliver, err := e.onData(m.StreamID)
+		if err == nil && deliver {
+			a.Data = append(a.Data, StreamData{StreamID: m.StreamID, Data: append([]byte(nil), m.Data...)})
+		}
+		return true, err
+	case RelayEnd:
+		if _, ok := e.streams[m.StreamID]; ok {
+			delete(e.streams, m.StreamID)
+			a.Ends = append(a.Ends, StreamEnd{StreamID: m.StreamID, Reason: endReasonOf(m.Data)})
+		}
+		return true, nil
+	case RelaySendme:
+		if err := e.onSendme(m); err != nil {
+			return true, err
+		}
+		a.Writable = append(a.Writable, 0)
+		return true, nil
+	case RelayXoff, RelayXon:
+		s, ok := e.streams[m.StreamID]
+		if m.StreamID == 0 || len(m.Data) != 0 {
+			return true, fmt.Errorf("%w: malformed XON/XOFF", ErrProtocol)
+		}
+		if ok {
+			s.blocked = m.Cmd == RelayXoff
+			if !s.blocked {
+				a.Writable = append(a.Writable, m.StreamID)
+			}
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// onData accounts for one received DATA cell: it reports whether to
+// deliver it, sends the circuit SENDME when one is due, and XOFF when the
+// stream's backlog reaches XoffCells.
+func (e *endpoint) onData(id uint16) (deliver bool, err error) {
+	e.received++
+	if e.received%SendmeInc == 0 {
+		// Tag of the cell just opened: proof that we received it.
+		tag := e.recvKey.tag
+		if err := e.emit(RelayMsg{Cmd: RelaySendme, Data: tag[:]}); err != nil {
+			return false, err
+		}
+	}
 	s, ok := e.streams[id]
 	if !ok {
-		// Data may race with our END; count it against the circuit only.
-		return e.chargeCircuit()
+		return false, nil // data racing our END: acknowledged, dropped
 	}
 	if !s.open {
-		return fmt.Errorf("%w: DATA before CONNECTED", ErrProtocol)
+		return false, fmt.Errorf("%w: DATA before CONNECTED", ErrProtocol)
 	}
-	if s.deliver <= 0 {
-		return ErrWindow
+	s.buffered++
+	if s.buffered > XoffCells+MaxCwnd {
+		return false, ErrWindow
 	}
-	s.deliver--
-	return e.chargeCircuit()
+	if s.buffered >= XoffCells && !s.xoffSent {
+		s.xoffSent = true
+		if err := e.emit(RelayMsg{Cmd: RelayXoff, StreamID: id}); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
-func (e *endpoint) chargeCircuit() error {
-	if e.circDeliver <= 0 {
-		return ErrWindow
-	}
-	e.circDeliver--
-	if e.circDeliver <= CircWindowStart-CircWindowIncrement {
-		e.circDeliver += CircWindowIncrement
-		return e.emit(RelayMsg{Cmd: RelaySendme})
-	}
-	return nil
-}
-
-// consumed records that the application took n cells of stream id and
-// sends stream SENDMEs as they fall due.
+// consumed records that the application took n cells of stream id, and
+// sends XON once a stopped stream's backlog is down to XonCells.
 func (e *endpoint) consumed(id uint16, n int) error {
 	s, ok := e.streams[id]
 	if !ok {
 		return nil
 	}
-	s.consumed += n
-	for s.consumed >= StreamWindowIncrement {
-		s.consumed -= StreamWindowIncrement
-		if s.deliver+StreamWindowIncrement > StreamWindowStart {
-			return fmt.Errorf("%w: consumed more than received", ErrProtocol)
-		}
-		s.deliver += StreamWindowIncrement
-		if err := e.emit(RelayMsg{Cmd: RelaySendme, StreamID: id}); err != nil {
-			return err
-		}
+	if n > s.buffered {
+		return fmt.Errorf("%w: consumed more than received", ErrProtocol)
+	}
+	s.buffered -= n
+	if s.xoffSent && s.buffered <= XonCells {
+		s.xoffSent = false
+		return e.emit(RelayMsg{Cmd: RelayXon, StreamID: id})
 	}
 	return nil
 }
 
-// onSendme applies a SENDME. It reports whether sending may resume.
-func (e *endpoint) onSendme(id uint16) (bool, error) {
-	if id == 0 {
-		if e.circPkg+CircWindowIncrement > CircWindowStart {
-			return false, ErrWindow
+// onSendme checks a circuit SENDME against the tag of the cell it must
+// acknowledge and updates the congestion window.
+func (e *endpoint) onSendme(m RelayMsg) error {
+	if m.StreamID != 0 || len(m.Data) != TagSize {
+		return fmt.Errorf("%w: malformed SENDME", ErrProtocol)
+	}
+	if len(e.acks) == 0 {
+		return fmt.Errorf("%w: SENDME for cells never sent", ErrWindow)
+	}
+	want := e.acks[0]
+	if subtle.ConstantTimeCompare(want.tag[:], m.Data) != 1 {
+		return fmt.Errorf("%w: SENDME does not prove receipt", ErrProtocol)
+	}
+	copy(e.acks, e.acks[1:])
+	e.acks = e.acks[:len(e.acks)-1]
+	e.inflight -= SendmeInc
+	if e.fixedCwnd == 0 {
+		e.onRTT(e.now().Sub(want.sent))
+	}
+	return nil
+}
+
+// onRTT runs the Vegas update for one acknowledgement.
+func (e *endpoint) onRTT(rtt time.Duration) {
+	if rtt <= 0 {
+		rtt = time.Microsecond
+	}
+	if e.minRTT == 0 || rtt < e.minRTT {
+		e.minRTT = rtt
+	}
+	// Cells the path holds without queueing, and the queue beyond that.
+	bdp := int(int64(e.cwnd) * int64(e.minRTT) / int64(rtt))
+	queue := e.cwnd - bdp
+	if e.slowStart {
+		if queue > VegasGamma {
+			e.slowStart = false
+			e.cwnd = bdp + VegasGamma
+		} else {
+			e.cwnd += SendmeInc // one SENDME per SendmeInc cells: doubling per round trip
 		}
-		e.circPkg += CircWindowIncrement
-		return true, nil
+	} else {
+		e.ackedSinceUpdate += SendmeInc
+		if e.ackedSinceUpdate >= e.cwnd { // once per round trip
+			e.ackedSinceUpdate = 0
+			switch {
+			case queue > VegasDelta:
+				e.cwnd = bdp + VegasDelta - SendmeInc
+			case queue > VegasBeta:
+				e.cwnd -= SendmeInc
+			case queue < VegasAlpha:
+				e.cwnd += SendmeInc
+			}
+		}
 	}
-	s, ok := e.streams[id]
-	if !ok {
-		return false, nil
-	}
-	if s.pkg+StreamWindowIncrement > StreamWindowStart {
-		return false, ErrWindow
-	}
-	s.pkg += StreamWindowIncrement
-	return true, nil
+	e.cwnd = max(CwndMin, min(MaxCwnd, e.cwnd))
 }
 
 // canSend reports whether stream id may send a DATA cell now.
 func (e *endpoint) canSend(id uint16) bool {
 	s, ok := e.streams[id]
-	return ok && s.open && s.pkg > 0 && e.circPkg > 0
+	return ok && s.open && !s.blocked && e.inflight < e.cwnd
 }
 
-// packageData emits as many DATA cells for stream id as the windows allow
-// and returns how many bytes of data they carry.
+// packageData emits as many DATA cells for stream id as flow control
+// allows and returns how many bytes of data they carry.
 func (e *endpoint) packageData(id uint16, data []byte) (int, error) {
 	s, ok := e.streams[id]
 	if !ok || !s.open {
 		return 0, ErrUnknownStream
 	}
 	sent := 0
-	for sent < len(data) && s.pkg > 0 && e.circPkg > 0 {
+	for sent < len(data) && !s.blocked && e.inflight < e.cwnd {
 		n := min(len(data)-sent, e.maxData)
 		if err := e.emit(RelayMsg{Cmd: RelayData, StreamID: id, Data: data[sent : sent+n]}); err != nil {
 			return sent, err
 		}
-		s.pkg--
-		e.circPkg--
+		e.inflight++
+		e.sent++
+		if e.sent%SendmeInc == 0 {
+			if len(e.acks) >= maxPendingAcks {
+				return sent, fmt.Errorf("%w: too many unacknowledged cells", ErrProtocol)
+			}
+			e.acks = append(e.acks, pendingAck{tag: e.sendKey.tag, sent: e.now()})
+		}
 		sent += n
 	}
 	return sent, nil
 }
 
-// endStream forgets stream id.
-func (e *endpoint) endStream(id uint16) { delete(e.streams, id) }
+// Cwnd is the congestion window of what this relay sends, in cells.
+func (rc *RelayCircuit) Cwnd() int { return rc.ep.cwnd }
+
+// Cwnd is the congestion window of what the client sends, in cells.
+func (c *ClientCircuit) Cwnd() int { return c.ep.cwnd }

@@ -19,6 +19,7 @@ import (
 	mrand "math/rand/v2"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/flynn/noise"
 	"github.com/veilnet/veil/crypto"
@@ -53,6 +54,12 @@ func fzKeys(n int, seed uint64) []HopKeys {
 	return keys
 }
 
+// fzClock is a deterministic clock: each reading is a millisecond later.
+func fzClock() func() time.Time {
+	t := time.Unix(1e9, 0)
+	return func() time.Time { t = t.Add(time.Millisecond); return t }
+}
+
 func fzHop(tb testing.TB, keys *HopKeys, pos int) *hopLayer {
 	tb.Helper()
 	h, err := newHopLayer(keys, pos)
@@ -67,19 +74,20 @@ func fzHop(tb testing.TB, keys *HopKeys, pos int) *hopLayer {
 // iteration cheap (no X25519).
 func fzRelayCircuit(tb testing.TB, keys *HopKeys, pos int) *RelayCircuit {
 	rc := &RelayCircuit{hop: fzHop(tb, keys, pos)}
-	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward)
+	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward, fzClock(), &rc.hop.backward, &rc.hop.forward)
 	return rc
 }
 
 // fzClientCircuit is a client circuit whose hops were built with keys
 // (what Create/HandleCreated/Extend/finishHop leave behind).
 func fzClientCircuit(tb testing.TB, keys []HopKeys) *ClientCircuit {
-	c := NewClientCircuit()
+	c := NewClientCircuit(fzClock())
 	for i := range keys {
 		c.hops = append(c.hops, fzHop(tb, &keys[i], i+1))
 	}
 	if len(keys) > 0 {
-		c.ep = newEndpoint(MaxDataSize(len(keys)), c.emitForward)
+		last := c.hops[len(keys)-1]
+		c.ep = newEndpoint(MaxDataSize(len(keys)), c.emitForward, c.now, &last.forward, &last.backward)
 	}
 	return c
 }
@@ -500,7 +508,7 @@ func FuzzCreateAssembler(f *testing.F) {
 				t.Fatalf("re-split fragment %d differs", i)
 			}
 		}
-		rc, created, err := AcceptCreate(fzRand(4), relayID, []*crypto.OnionKey{onion}, ht, msg)
+		rc, created, err := AcceptCreate(fzRand(4), fzClock(), relayID, []*crypto.OnionKey{onion}, ht, msg)
 		if err != nil {
 			if !errors.Is(err, ErrHandshake) {
 				t.Fatalf("AcceptCreate error %v", err)
@@ -884,7 +892,7 @@ func fzCheckRelayOut(t *testing.T, pos int, peer *hopLayer, a *RelayActions) {
 				t.Fatalf("relay sent an undecodable message: %v", err)
 			}
 			switch m.Cmd {
-			case RelayConnected, RelayData, RelayEnd, RelaySendme, RelayExtended:
+			case RelayConnected, RelayData, RelayEnd, RelaySendme, RelayExtended, RelayXon, RelayXoff:
 			default:
 				t.Fatalf("relay sent relay command %d", m.Cmd)
 			}
@@ -905,12 +913,12 @@ func fzCheckWindows(t *testing.T, e *endpoint) {
 	if len(e.streams) > MaxStreamsPerCircuit {
 		t.Fatalf("%d streams", len(e.streams))
 	}
-	if e.circPkg < 0 || e.circPkg > CircWindowStart || e.circDeliver < 0 || e.circDeliver > CircWindowStart {
-		t.Fatalf("circuit windows %d/%d", e.circPkg, e.circDeliver)
+	if e.cwnd < CwndMin || e.cwnd > MaxCwnd || e.inflight < 0 || e.inflight > MaxCwnd || len(e.acks) > maxPendingAcks {
+		t.Fatalf("congestion state cwnd %d inflight %d acks %d", e.cwnd, e.inflight, len(e.acks))
 	}
 	for id, s := range e.streams {
-		if s.pkg < 0 || s.pkg > StreamWindowStart || s.deliver < 0 || s.deliver > StreamWindowStart {
-			t.Fatalf("stream %d windows %d/%d", id, s.pkg, s.deliver)
+		if s.buffered < 0 || s.buffered > XoffCells+MaxCwnd {
+			t.Fatalf("stream %d buffers %d cells", id, s.buffered)
 		}
 	}
 }
@@ -1134,7 +1142,7 @@ func FuzzClientCircuit(f *testing.F) {
 					t.Fatalf("exit cannot parse the client's message: %v", err)
 				}
 				switch m.Cmd {
-				case RelayBegin, RelayData, RelayEnd, RelaySendme:
+				case RelayBegin, RelayData, RelayEnd, RelaySendme, RelayXon, RelayXoff:
 				default:
 					t.Fatalf("client sent relay command %d", m.Cmd)
 				}

@@ -72,6 +72,7 @@ type layerKey struct {
 	aead    cipher.AEAD
 	counter uint64
 	nonce   [12]byte
+	tag     [TagSize]byte // tag of the last cell sealed or opened (SENDME proofs)
 }
 
 func newLayerKey(key [32]byte) (layerKey, error) {
@@ -102,6 +103,7 @@ func (k *layerKey) seal(payload *[PayloadSize]byte, n int) error {
 		return err
 	}
 	k.aead.Seal(payload[:0], nonce, payload[:n], nil)
+	copy(k.tag[:], payload[n:n+TagSize])
 	return nil
 }
 
@@ -115,6 +117,7 @@ func (k *layerKey) open(payload *[PayloadSize]byte, n int) error {
 	if _, err := k.aead.Open(payload[:0], nonce, payload[:n], nil); err != nil {
 		return ErrAuth
 	}
+	copy(k.tag[:], payload[n-TagSize:n])
 	return nil
 }
 

@@ -3,6 +3,7 @@ package circuit
 import (
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/veilnet/veil/crypto"
 )
@@ -24,13 +25,13 @@ type RelayCircuit struct {
 // RelayActions is what the driver must do after a call. Reset it between
 // calls; its slices are reused.
 type RelayActions struct {
-	ToNext   []Cell         // cells for the next hop (driver sets CircID)
-	ToPrev   []Cell         // cells toward the client (driver sets CircID)
-	Extend   *ExtendRequest // open a link to this relay and send CREATE
-	Begins   []BeginRequest // open exit streams
-	Data     []StreamData   // bytes for exit streams, in order
-	Ends     []StreamEnd    // streams the client closed
-	Writable []uint16       // streams whose windows reopened (0: all)
+	ToNext []Cell         // cells for the next hop (driver sets CircID)
+	ToPrev []Cell         // cells toward the client (driver sets CircID)
+	Extend *ExtendRequest // open a link to this relay and send CREATE
+	Begins []BeginRequest // open exit streams
+	// Data for exit streams, streams the client closed, streams that may
+	// send again.
+	StreamActions
 }
 
 // BeginRequest asks the driver to open an exit stream.
@@ -56,14 +57,18 @@ type StreamEnd struct {
 func (a *RelayActions) Reset() {
 	a.ToNext, a.ToPrev = a.ToNext[:0], a.ToPrev[:0]
 	a.Extend = nil
-	a.Begins, a.Data, a.Ends, a.Writable = a.Begins[:0], a.Data[:0], a.Ends[:0], a.Writable[:0]
+	a.Begins = a.Begins[:0]
+	a.StreamActions.reset()
 }
 
 // AcceptCreate answers a reassembled CREATE (see CreateAssembler) with the
 // relay's onion keys: the current one first, then the previous ones it
 // still accepts during rotation. It returns the new circuit and the
 // CREATED payload to send back.
-func AcceptCreate(rand io.Reader, relayID [32]byte, onionKeys []*crypto.OnionKey, ht HandshakeType, hdata []byte) (*RelayCircuit, *[PayloadSize]byte, error) {
+//
+// now is the clock congestion control measures round trips with: the real
+// driver passes time.Now, the simulator its virtual clock.
+func AcceptCreate(rand io.Reader, now func() time.Time, relayID [32]byte, onionKeys []*crypto.OnionKey, ht HandshakeType, hdata []byte) (*RelayCircuit, *[PayloadSize]byte, error) {
 	var (
 		msg2 []byte
 		keys *HopKeys
@@ -91,7 +96,7 @@ func AcceptCreate(rand io.Reader, relayID [32]byte, onionKeys []*crypto.OnionKey
 		return nil, nil, err
 	}
 	rc := &RelayCircuit{hop: hop}
-	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward)
+	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward, now, &hop.backward, &hop.forward)
 	var created [PayloadSize]byte
 	if err := EncodeCreated(&created, msg2); err != nil {
 		return nil, nil, err
@@ -179,30 +184,10 @@ func (rc *RelayCircuit) handleLocal(m RelayMsg) error {
 		}
 		a.Begins = append(a.Begins, BeginRequest{StreamID: m.StreamID, Host: host, Port: port})
 		return nil
-	case RelayData:
-		if m.StreamID == 0 {
-			return fmt.Errorf("%w: DATA on stream 0", ErrProtocol)
-		}
-		if err := rc.ep.onData(m.StreamID); err != nil {
+	default:
+		if handled, err := rc.ep.handleStreamMsg(m, &a.StreamActions); handled {
 			return err
 		}
-		if _, ok := rc.ep.streams[m.StreamID]; ok {
-			a.Data = append(a.Data, StreamData{StreamID: m.StreamID, Data: append([]byte(nil), m.Data...)})
-		}
-		return nil
-	case RelayEnd:
-		if _, ok := rc.ep.streams[m.StreamID]; ok {
-			rc.ep.endStream(m.StreamID)
-			a.Ends = append(a.Ends, StreamEnd{StreamID: m.StreamID, Reason: endReasonOf(m.Data)})
-		}
-		return nil
-	case RelaySendme:
-		ok, err := rc.ep.onSendme(m.StreamID)
-		if ok {
-			a.Writable = append(a.Writable, m.StreamID)
-		}
-		return err
-	default:
 		return fmt.Errorf("%w: relay command %d not for a relay", ErrProtocol, m.Cmd)
 	}
 }
@@ -265,7 +250,7 @@ func (rc *RelayCircuit) StreamEnded(id uint16, reason EndReason, a *RelayActions
 	if _, ok := rc.ep.streams[id]; !ok {
 		return nil
 	}
-	rc.ep.endStream(id)
+	delete(rc.ep.streams, id)
 	return rc.emitBackward(RelayMsg{Cmd: RelayEnd, StreamID: id, Data: []byte{byte(reason)}})
 }
 
@@ -280,7 +265,7 @@ func (rc *RelayCircuit) PackageData(id uint16, data []byte, a *RelayActions) (in
 }
 
 // StreamConsumed reports that the exit wrote n cells of stream id's data to
-// the target, which may release a stream SENDME.
+// the target, which may release an XON.
 func (rc *RelayCircuit) StreamConsumed(id uint16, n int, a *RelayActions) error {
 	rc.acts = a
 	return rc.ep.consumed(id, n)

@@ -21,14 +21,17 @@ type RelayCmd byte
 
 // Relay commands.
 const (
-	RelayBegin     RelayCmd = 1 // open a stream to host:port (client to exit)
-	RelayData      RelayCmd = 2 // stream bytes
-	RelayEnd       RelayCmd = 3 // close a stream; Data[0] is an EndReason
-	RelayConnected RelayCmd = 4 // the exit reached the target
-	RelaySendme    RelayCmd = 5 // flow-control acknowledgement
-	RelayExtend    RelayCmd = 6 // extend the circuit by one hop (client to last hop)
-	RelayExtended  RelayCmd = 7 // the extension succeeded; carries handshake msg2
-	RelayDrop      RelayCmd = 8 // padding; ignored
+	RelayBegin     RelayCmd = 1  // open a stream to host:port (client to exit)
+	RelayData      RelayCmd = 2  // stream bytes
+	RelayEnd       RelayCmd = 3  // close a stream; Data[0] is an EndReason
+	RelayConnected RelayCmd = 4  // the exit reached the target
+	RelaySendme    RelayCmd = 5  // flow-control acknowledgement
+	RelayExtend    RelayCmd = 6  // extend the circuit by one hop (client to last hop)
+	RelayExtended  RelayCmd = 7  // the extension succeeded; carries handshake msg2
+	RelayDrop      RelayCmd = 8  // padding; ignored
+	RelayXoff      RelayCmd = 9  // stop sending on this stream
+	RelayXon       RelayCmd = 10 // resume sending on this stream
+	maxRelayCmd             = RelayXon
 )
 
 // RelayHeaderSize is the size of a relay message header.
@@ -90,7 +93,7 @@ func DecodeRelayMsg(body []byte) (RelayMsg, error) {
 	}
 	m := RelayMsg{Cmd: RelayCmd(body[0]) &^ RelayMore, StreamID: binary.BigEndian.Uint16(body[1:3]), More: body[0]&byte(RelayMore) != 0}
 	n := int(binary.BigEndian.Uint16(body[3:5]))
-	if m.Cmd < RelayBegin || m.Cmd > RelayDrop || n > len(body)-RelayHeaderSize {
+	if m.Cmd < RelayBegin || m.Cmd > maxRelayCmd || n > len(body)-RelayHeaderSize {
 		return RelayMsg{}, ErrBadRelayMsg
 	}
 	m.Data = body[RelayHeaderSize : RelayHeaderSize+n]

@@ -222,7 +222,7 @@ func (c *Client) buildCircuit(ctx context.Context, isolation string, port uint16
 	if err != nil {
 		return nil, err
 	}
-	circ := &clientCirc{cc: circuit.NewClientCircuit(), link: cl, step: make(chan error, 1),
+	circ := &clientCirc{cc: circuit.NewClientCircuit(c.cfg.Now), link: cl, step: make(chan error, 1),
 		streams: make(map[uint16]*Stream), exit: path[len(path)-1], path: path, isolation: isolation}
 	cl.mu.Lock()
 	for {

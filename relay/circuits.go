@@ -185,7 +185,7 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, asm *circuit.Create
 		return nil
 	}
 	ht, hdata := asm.Message()
-	rc, created, err := circuit.AcceptCreate(r.cfg.Rand, r.id, r.onions, ht, hdata)
+	rc, created, err := circuit.AcceptCreate(r.cfg.Rand, r.cfg.Now, r.id, r.onions, ht, hdata)
 	if err != nil {
 		r.log.Debug("refusing CREATE", "err", err)
 		d := circuit.DestroyCell(c.CircID, circuit.DestroyProtocol)

@@ -32,7 +32,7 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 		return
 	}
 	s := &exitStream{id: b.StreamID, conn: conn, e: e, r: r,
-		writeq: make(chan []byte, circuit.StreamWindowStart), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+		qready: make(chan struct{}, 1), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
 	e.streams[b.StreamID] = s
 	if err := e.rc.StreamConnected(b.StreamID, &e.acts); err != nil {
 		delete(e.streams, b.StreamID)
@@ -141,7 +141,9 @@ type exitStream struct {
 	conn   net.Conn
 	e      *circEntry
 	r      *Relay
-	writeq chan []byte   // client → target; bounded by the stream window
+	qmu    sync.Mutex
+	queue  [][]byte      // client → target; flow control bounds it (maxExitQueue)
+	qready chan struct{} // queue became non-empty
 	wakeCh chan struct{} // the package window reopened
 	once   sync.Once
 	done   chan struct{}
@@ -150,12 +152,26 @@ type exitStream struct {
 // deliver queues client data for the target. e.mu is held. The window
 // guarantees room; a peer that overruns it loses the stream.
 func (s *exitStream) deliver(b []byte) {
-	select {
-	case s.writeq <- b:
-	default:
+	s.qmu.Lock()
+	full := len(s.queue) >= maxExitQueue
+	if !full {
+		s.queue = append(s.queue, b)
+	}
+	s.qmu.Unlock()
+	if full {
 		s.close()
+		return
+	}
+	select {
+	case s.qready <- struct{}{}:
+	default:
 	}
 }
+
+// maxExitQueue is the most cells a stream's client may have sent and the
+// target not yet taken: the XOFF threshold plus what was in flight when the
+// client stopped (the circuit layer enforces the same bound).
+const maxExitQueue = circuit.XoffCells + circuit.MaxCwnd
 
 func (s *exitStream) wake() {
 	select {
@@ -222,22 +238,34 @@ func (s *exitStream) readLoop() {
 func (s *exitStream) writeLoop() {
 	e := s.e
 	for {
-		select {
-		case <-s.done:
-			return
-		case b := <-s.writeq:
-			if _, err := s.conn.Write(b); err != nil {
-				s.close()
-				return
-			}
-			e.mu.Lock()
-			if !e.dead {
-				e.acts.Reset()
-				if e.rc.StreamConsumed(s.id, 1, &e.acts) == nil {
-					s.r.apply(e)
-				}
-			}
-			e.mu.Unlock()
+		s.qmu.Lock()
+		n := len(s.queue)
+		var b []byte
+		if n > 0 {
+			b = s.queue[0]
+			s.queue[0] = nil
+			s.queue = s.queue[1:]
 		}
+		s.qmu.Unlock()
+		if n == 0 {
+			select {
+			case <-s.done:
+				return
+			case <-s.qready:
+			}
+			continue
+		}
+		if _, err := s.conn.Write(b); err != nil {
+			s.close()
+			return
+		}
+		e.mu.Lock()
+		if !e.dead {
+			e.acts.Reset()
+			if e.rc.StreamConsumed(s.id, 1, &e.acts) == nil {
+				s.r.apply(e)
+			}
+		}
+		e.mu.Unlock()
 	}
 }

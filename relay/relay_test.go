@@ -72,7 +72,7 @@ func dialOneHop(t *testing.T, spec circuit.HopSpec) *oneHop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &oneHop{t: t, link: link, cc: circuit.NewClientCircuit(), cells: make(chan circuit.Cell, 1024)}
+	h := &oneHop{t: t, link: link, cc: circuit.NewClientCircuit(time.Now), cells: make(chan circuit.Cell, 1024)}
 	go link.ReadLoop(func(c *circuit.Cell) error { h.cells <- *c; return nil })
 	t.Cleanup(func() { link.Close() })
 	payloads, err := h.cc.Create(rand.Reader, spec)
