@@ -2,6 +2,7 @@ package circuit
 
 import (
 	"container/heap"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -76,7 +77,7 @@ func emulateBulk(t *testing.T, rate float64, rtt, duration time.Duration, fixedC
 		}
 	}
 	ra.Reset()
-	exit.StreamConnected(id, &ra)
+	exit.StreamConnected(id, netip.Addr{}, &ra)
 	ca.Reset()
 	for _, c := range ra.ToPrev {
 		if err := ch.client.HandleBackward(&c.Payload, &ca); err != nil {

@@ -210,7 +210,7 @@ func TestThreeHopStreamRoundTrip(t *testing.T) {
 		t.Fatalf("exit got begins %+v", begins)
 	}
 	ch.ra.Reset()
-	if err := exit.StreamConnected(id, &ch.ra); err != nil {
+	if err := exit.StreamConnected(id, netip.Addr{}, &ch.ra); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.afterRelay(2); err != nil {
@@ -349,7 +349,7 @@ func TestBackwardTamperReplayReorderDetected(t *testing.T) {
 			ch.sendForward()
 			ch.ra.Reset()
 			exit := ch.rcs[2]
-			exit.StreamConnected(id, &ch.ra)
+			exit.StreamConnected(id, netip.Addr{}, &ch.ra)
 			exit.PackageData(id, make([]byte, 2000), &ch.ra)
 			// Pass the exit's cells through the middle and the guard honestly,
 			// then mangle what the guard emits before the client.
@@ -387,7 +387,7 @@ func TestCwndBoundsSender(t *testing.T) {
 	ch.sendForward()
 	ch.ra.Reset()
 	exit := ch.rcs[2]
-	exit.StreamConnected(id, &ch.ra)
+	exit.StreamConnected(id, netip.Addr{}, &ch.ra)
 	big := make([]byte, 10<<20)
 	n, err := exit.PackageData(id, big, &ch.ra)
 	if err != nil {
@@ -539,7 +539,7 @@ func openedStream(t *testing.T, hops int) (*chain, uint16) {
 		t.Fatal(err)
 	}
 	ch.ra.Reset()
-	exit.StreamConnected(id, &ch.ra)
+	exit.StreamConnected(id, netip.Addr{}, &ch.ra)
 	if err := ch.afterRelay(hops - 1); err != nil {
 		t.Fatal(err)
 	}
@@ -611,7 +611,7 @@ func TestSendmeMustProveReceipt(t *testing.T) {
 	id, _ := ch.client.OpenStream("h", 1, &ch.ca)
 	ch.sendForward()
 	ch.ra.Reset()
-	exit.StreamConnected(id, &ch.ra)
+	exit.StreamConnected(id, netip.Addr{}, &ch.ra)
 	ch.afterRelay(0)
 	ch.ra.Reset()
 	if n, err := exit.PackageData(id, make([]byte, SendmeInc*exit.MaxData()), &ch.ra); err != nil || n == 0 {

@@ -29,21 +29,23 @@ func (hop *HopSpec) handshake(rand io.Reader, pos int) (*ClientHandshake, []byte
 // built so far, a handshake in progress, and the streams that exit at the
 // last hop. The driver calls it under the circuit's lock.
 type ClientCircuit struct {
-	hops    []*hopLayer
-	pending *ClientHandshake
-	ep      endpoint
-	frags   msgAssembler
-	now     func() time.Time
-	nextID  uint16
-	acts    *ClientActions
-	cell    Cell
+	hops     []*hopLayer
+	pending  *ClientHandshake
+	ep       endpoint
+	frags    msgAssembler
+	resolves map[uint16]bool // RESOLVE requests awaiting an answer
+	now      func() time.Time
+	nextID   uint16
+	acts     *ClientActions
+	cell     Cell
 }
 
 // ClientActions is what the driver must do after a call.
 type ClientActions struct {
-	ToLink    []Cell   // cells for the first hop (driver sets CircID)
-	Extended  bool     // a hop was added
-	Connected []uint16 // streams the exit opened
+	ToLink    []Cell          // cells for the first hop (driver sets CircID)
+	Extended  bool            // a hop was added
+	Connected []uint16        // streams the exit opened (see StreamAddr)
+	Resolved  []ResolveAnswer // answers to Resolve
 	// Stream bytes, streams the exit closed, streams that may send again.
 	StreamActions
 }
@@ -52,7 +54,7 @@ type ClientActions struct {
 func (a *ClientActions) Reset() {
 	a.ToLink = a.ToLink[:0]
 	a.Extended = false
-	a.Connected = a.Connected[:0]
+	a.Connected, a.Resolved = a.Connected[:0], a.Resolved[:0]
 	a.StreamActions.reset()
 }
 
@@ -207,8 +209,14 @@ func (c *ClientCircuit) handleLocal(from int, m RelayMsg) error {
 		if !ok || s.open {
 			return fmt.Errorf("%w: unexpected CONNECTED", ErrProtocol)
 		}
-		s.open = true
+		addr, err := DecodeConnected(m.Data)
+		if err != nil {
+			return err
+		}
+		s.open, s.addr = true, addr
 		a.Connected = append(a.Connected, m.StreamID)
+	case RelayResolved:
+		return c.handleResolved(m)
 	default:
 		if handled, err := c.ep.handleStreamMsg(m, &a.StreamActions); handled {
 			return err
@@ -250,7 +258,7 @@ func (c *ClientCircuit) allocStreamID() (uint16, error) {
 		if c.nextID == 0 {
 			c.nextID = 1
 		}
-		if _, used := c.ep.streams[id]; !used && id != 0 {
+		if _, used := c.ep.streams[id]; !used && !c.resolves[id] && id != 0 {
 			return id, nil
 		}
 	}

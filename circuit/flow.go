@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -68,12 +69,13 @@ var (
 // ClientActions and RelayActions embed them.
 type StreamActions struct {
 	Data     []StreamData // bytes for streams, in order
+	Finished []uint16     // streams on which the peer will send no more (FIN)
 	Ends     []StreamEnd  // streams the peer closed
 	Writable []uint16     // streams that may send again (0: every stream)
 }
 
 func (a *StreamActions) reset() {
-	a.Data, a.Ends, a.Writable = a.Data[:0], a.Ends[:0], a.Writable[:0]
+	a.Data, a.Finished, a.Ends, a.Writable = a.Data[:0], a.Finished[:0], a.Ends[:0], a.Writable[:0]
 }
 
 type streamFlow struct {
@@ -81,6 +83,9 @@ type streamFlow struct {
 	blocked  bool // the peer sent XOFF
 	buffered int  // cells received and not yet consumed
 	xoffSent bool
+	sentFin  bool       // we half-closed
+	recvFin  bool       // the peer half-closed
+	addr     netip.Addr // the address the exit connected to (client side)
 }
 
 type pendingAck struct {
@@ -161,6 +166,20 @@ func (e *endpoint) handleStreamMsg(m RelayMsg, a *StreamActions) (handled bool, 
 		}
 		a.Writable = append(a.Writable, 0)
 		return true, nil
+	case RelayFin:
+		s, ok := e.streams[m.StreamID]
+		if !ok {
+			return true, nil
+		}
+		if s.recvFin || !s.open || len(m.Data) != 0 {
+			return true, fmt.Errorf("%w: unexpected FIN", ErrProtocol)
+		}
+		s.recvFin = true
+		a.Finished = append(a.Finished, m.StreamID)
+		if s.sentFin {
+			delete(e.streams, m.StreamID)
+		}
+		return true, nil
 	case RelayXoff, RelayXon:
 		s, ok := e.streams[m.StreamID]
 		if m.StreamID == 0 || len(m.Data) != 0 {
@@ -193,8 +212,8 @@ func (e *endpoint) onData(id uint16) (deliver bool, err error) {
 	if !ok {
 		return false, nil // data racing our END: acknowledged, dropped
 	}
-	if !s.open {
-		return false, fmt.Errorf("%w: DATA before CONNECTED", ErrProtocol)
+	if !s.open || s.recvFin {
+		return false, fmt.Errorf("%w: DATA before CONNECTED or after FIN", ErrProtocol)
 	}
 	s.buffered++
 	if s.buffered > XoffCells+MaxCwnd {
@@ -287,14 +306,28 @@ func (e *endpoint) onRTT(rtt time.Duration) {
 // canSend reports whether stream id may send a DATA cell now.
 func (e *endpoint) canSend(id uint16) bool {
 	s, ok := e.streams[id]
-	return ok && s.open && !s.blocked && e.inflight < e.cwnd
+	return ok && s.open && !s.blocked && !s.sentFin && e.inflight < e.cwnd
+}
+
+// finish half-closes stream id: we send no more data on it. The stream is
+// forgotten once both sides have finished.
+func (e *endpoint) finish(id uint16) error {
+	s, ok := e.streams[id]
+	if !ok || s.sentFin || !s.open {
+		return nil
+	}
+	s.sentFin = true
+	if s.recvFin {
+		delete(e.streams, id)
+	}
+	return e.emit(RelayMsg{Cmd: RelayFin, StreamID: id})
 }
 
 // packageData emits as many DATA cells for stream id as flow control
 // allows and returns how many bytes of data they carry.
 func (e *endpoint) packageData(id uint16, data []byte) (int, error) {
 	s, ok := e.streams[id]
-	if !ok || !s.open {
+	if !ok || !s.open || s.sentFin {
 		return 0, ErrUnknownStream
 	}
 	sent := 0

@@ -225,7 +225,7 @@ func TestAllCellsSameSize(t *testing.T) {
 	}
 	ch.ra.Reset()
 	exit := ch.rcs[2]
-	if err := exit.StreamConnected(id, &ch.ra); err != nil {
+	if err := exit.StreamConnected(id, netip.Addr{}, &ch.ra); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := exit.PackageData(id, make([]byte, 3*exit.MaxData()+1), &ch.ra); err != nil {
@@ -987,7 +987,7 @@ func FuzzRelayCircuit(f *testing.F) {
 			case 2: // a backward RELAY cell from the next hop
 				err = rc.HandleBackward(fzPayload(s.bytes(int(s.byte()))), &a)
 			case 3:
-				err = rc.StreamConnected(s.u16(), &a)
+				err = rc.StreamConnected(s.u16(), netip.Addr{}, &a)
 			case 4:
 				id, n := s.u16(), int(s.u16())
 				var sent int

@@ -165,11 +165,23 @@ func (h *LinkHandshake) ReadMessage(msg []byte) (reply []byte, err error) {
 // Keys returns the link keys once the handshake is complete, else nil.
 func (h *LinkHandshake) Keys() *LinkKeys { return h.keys }
 
+// RekeyFrames is how many frames one direction of a link carries under one
+// key (at most about 4 GiB at 65 KB a frame). Both ends count frames, so
+// they switch keys at the same frame without any message: the new key is
+// Noise's REKEY of the old one (the first 32 bytes of
+// ENCRYPT(k, 2^64-1, empty, 32 zero bytes)), and the counter restarts at
+// 0. An old key is forgotten, so a link compromised later does not reveal
+// the traffic it carried before the last rekey.
+const RekeyFrames = 1 << 16
+
 // FrameCipher seals or opens one direction of a link's transport frames.
 type FrameCipher struct {
 	aead    cipher.AEAD
+	key     [32]byte
 	counter uint64
 	nonce   [12]byte
+	// Rekeys counts key changes (for tests and metrics).
+	Rekeys uint64
 }
 
 // NewFrameCipher returns a frame cipher for one direction.
@@ -178,16 +190,33 @@ func NewFrameCipher(key [32]byte) (*FrameCipher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &FrameCipher{aead: aead}, nil
+	return &FrameCipher{aead: aead, key: key}, nil
 }
 
 func (f *FrameCipher) next() ([]byte, error) {
-	if f.counter == ^uint64(0) {
-		return nil, ErrNonceExhausted
+	if f.counter == RekeyFrames {
+		if err := f.rekey(); err != nil {
+			return nil, err
+		}
 	}
 	binary.LittleEndian.PutUint64(f.nonce[4:], f.counter)
 	f.counter++
 	return f.nonce[:], nil
+}
+
+func (f *FrameCipher) rekey() error {
+	var maxNonce [12]byte
+	binary.LittleEndian.PutUint64(maxNonce[4:], ^uint64(0))
+	var zeros [32]byte
+	out := f.aead.Seal(nil, maxNonce[:], zeros[:], nil)
+	copy(f.key[:], out[:32])
+	aead, err := chacha20poly1305.New(f.key[:])
+	if err != nil {
+		return err
+	}
+	f.aead, f.counter = aead, 0
+	f.Rekeys++
+	return nil
 }
 
 // SealFrame encrypts buf[FrameHeaderSize:FrameHeaderSize+n] (n bytes of

@@ -3,6 +3,7 @@ package circuit
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"time"
 
 	"github.com/veilnet/veil/crypto"
@@ -18,17 +19,19 @@ type RelayCircuit struct {
 	extending bool // waiting for the next hop's CREATED
 	ep        endpoint
 	frags     msgAssembler
-	acts      *RelayActions // set for the duration of one call
-	cell      Cell          // scratch for outgoing messages
+	resolves  map[uint16]bool // RESOLVE requests the driver is working on
+	acts      *RelayActions   // set for the duration of one call
+	cell      Cell            // scratch for outgoing messages
 }
 
 // RelayActions is what the driver must do after a call. Reset it between
 // calls; its slices are reused.
 type RelayActions struct {
-	ToNext []Cell         // cells for the next hop (driver sets CircID)
-	ToPrev []Cell         // cells toward the client (driver sets CircID)
-	Extend *ExtendRequest // open a link to this relay and send CREATE
-	Begins []BeginRequest // open exit streams
+	ToNext   []Cell           // cells for the next hop (driver sets CircID)
+	ToPrev   []Cell           // cells toward the client (driver sets CircID)
+	Extend   *ExtendRequest   // open a link to this relay and send CREATE
+	Begins   []BeginRequest   // open exit streams
+	Resolves []ResolveRequest // resolve names (answer with Resolved)
 	// Data for exit streams, streams the client closed, streams that may
 	// send again.
 	StreamActions
@@ -57,7 +60,7 @@ type StreamEnd struct {
 func (a *RelayActions) Reset() {
 	a.ToNext, a.ToPrev = a.ToNext[:0], a.ToPrev[:0]
 	a.Extend = nil
-	a.Begins = a.Begins[:0]
+	a.Begins, a.Resolves = a.Begins[:0], a.Resolves[:0]
 	a.StreamActions.reset()
 }
 
@@ -184,6 +187,8 @@ func (rc *RelayCircuit) handleLocal(m RelayMsg) error {
 		}
 		a.Begins = append(a.Begins, BeginRequest{StreamID: m.StreamID, Host: host, Port: port})
 		return nil
+	case RelayResolve:
+		return rc.handleResolve(m)
 	default:
 		if handled, err := rc.ep.handleStreamMsg(m, &a.StreamActions); handled {
 			return err
@@ -232,15 +237,16 @@ func (rc *RelayCircuit) HandleCreated(payload *[PayloadSize]byte, a *RelayAction
 	return emitFragmented(rc.emitBackward, RelayMsg{Cmd: RelayExtended, Data: data}, rc.ep.maxData)
 }
 
-// StreamConnected tells the client that the exit reached the target.
-func (rc *RelayCircuit) StreamConnected(id uint16, a *RelayActions) error {
+// StreamConnected tells the client that the exit reached the target at
+// addr (the zero Addr sends no address).
+func (rc *RelayCircuit) StreamConnected(id uint16, addr netip.Addr, a *RelayActions) error {
 	rc.acts = a
 	s, ok := rc.ep.streams[id]
 	if !ok {
 		return nil
 	}
 	s.open = true
-	return rc.emitBackward(RelayMsg{Cmd: RelayConnected, StreamID: id})
+	return rc.emitBackward(RelayMsg{Cmd: RelayConnected, StreamID: id, Data: EncodeConnected(addr)})
 }
 
 // StreamEnded tells the client that the exit's side of a stream closed

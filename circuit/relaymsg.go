@@ -31,7 +31,10 @@ const (
 	RelayDrop      RelayCmd = 8  // padding; ignored
 	RelayXoff      RelayCmd = 9  // stop sending on this stream
 	RelayXon       RelayCmd = 10 // resume sending on this stream
-	maxRelayCmd             = RelayXon
+	RelayResolve   RelayCmd = 11 // resolve a host name at the exit (client to exit)
+	RelayResolved  RelayCmd = 12 // the answer to RESOLVE
+	RelayFin       RelayCmd = 13 // the sender will send no more data on this stream (half-close)
+	maxRelayCmd             = RelayFin
 )
 
 // RelayHeaderSize is the size of a relay message header.

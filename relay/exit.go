@@ -34,7 +34,11 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 	s := &exitStream{id: b.StreamID, conn: conn, e: e, r: r,
 		qready: make(chan struct{}, 1), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
 	e.streams[b.StreamID] = s
-	if err := e.rc.StreamConnected(b.StreamID, &e.acts); err != nil {
+	var connected netip.Addr
+	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		connected = ta.AddrPort().Addr().Unmap()
+	}
+	if err := e.rc.StreamConnected(b.StreamID, connected, &e.acts); err != nil {
 		delete(e.streams, b.StreamID)
 		conn.Close()
 		return

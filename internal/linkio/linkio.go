@@ -278,3 +278,11 @@ func (c *Conn) Close() error {
 
 // Done is closed when the link is closed.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
+
+// SendPadding queues one PADDING cell, which the peer discards. Links may
+// send them to blur traffic patterns; the padding schedule is a policy
+// above this package.
+func (c *Conn) SendPadding() error {
+	cell := circuit.Cell{Cmd: circuit.CmdPadding}
+	return c.Send(&cell)
+}
