@@ -211,11 +211,14 @@ func (rc *RelayCircuit) HandleBackward(payload *[PayloadSize]byte, a *RelayActio
 	if !rc.extended || rc.extending {
 		return fmt.Errorf("%w: backward cell with no next hop", ErrProtocol)
 	}
-	c := Cell{Cmd: CmdRelay, Payload: *payload}
+	// Seal in the action slot itself: a local Cell would escape to the heap
+	// (the AEAD is an interface), and this path must not allocate.
+	a.ToPrev = append(a.ToPrev, Cell{Cmd: CmdRelay, Payload: *payload})
+	c := &a.ToPrev[len(a.ToPrev)-1]
 	if err := rc.hop.sealBackward(&c.Payload, FlagForward); err != nil {
+		a.ToPrev = a.ToPrev[:len(a.ToPrev)-1]
 		return err
 	}
-	a.ToPrev = append(a.ToPrev, c)
 	return nil
 }
 
