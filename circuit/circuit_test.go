@@ -393,7 +393,8 @@ func TestCwndBoundsSender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := CwndInit * exit.MaxData(); n != want {
+	// Every SendmeInc-th cell gives up sendmePadSize bytes to random padding.
+	if want := CwndInit*exit.MaxData() - CwndInit/SendmeInc*sendmePadSize; n != want {
 		t.Fatalf("exit packaged %d bytes without SENDMEs, want the initial window %d", n, want)
 	}
 	if exit.CanPackage(id) {

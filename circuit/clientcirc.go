@@ -35,6 +35,7 @@ type ClientCircuit struct {
 	frags    msgAssembler
 	resolves map[uint16]bool // RESOLVE requests awaiting an answer
 	now      func() time.Time
+	rand     io.Reader // from Create: for SENDME padding
 	nextID   uint16
 	acts     *ClientActions
 	cell     Cell
@@ -81,7 +82,7 @@ func (c *ClientCircuit) Create(rand io.Reader, hop HopSpec) ([][PayloadSize]byte
 	if err != nil {
 		return nil, err
 	}
-	c.pending = h
+	c.pending, c.rand = h, rand
 	return payloads, nil
 }
 
@@ -108,7 +109,7 @@ func (c *ClientCircuit) finishHop(msg2 []byte) error {
 		return err
 	}
 	c.hops = append(c.hops, hop)
-	c.ep = newEndpoint(MaxDataSize(hop.pos), c.emitForward, c.now, &hop.forward, &hop.backward)
+	c.ep = newEndpoint(MaxDataSize(hop.pos), c.emitForward, c.now, c.rand, &hop.forward, &hop.backward)
 	return nil
 }
 
@@ -172,7 +173,7 @@ func (c *ClientCircuit) HandleBackward(payload *[PayloadSize]byte, a *ClientActi
 		if err != nil {
 			return err
 		}
-		m, complete, err := c.frags.add(m)
+		m, complete, err := c.frags.add(m, i+1)
 		if err != nil || !complete {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"time"
 )
@@ -50,6 +51,8 @@ const (
 	MaxStreamsPerCircuit = 256
 	// maxPendingAcks bounds the sender's record of cells awaiting SENDMEs.
 	maxPendingAcks = MaxCwnd/SendmeInc + 1
+	// sendmePadSize is the random padding in each SENDME-triggering cell.
+	sendmePadSize = 16
 )
 
 var (
@@ -102,6 +105,8 @@ type endpoint struct {
 	now     func() time.Time
 	sendKey *layerKey // our layer key for what we send: its last tag
 	recvKey *layerKey // the layer key for what we receive: its last tag
+	rand    io.Reader
+	pad     [sendmePadSize]byte
 
 	// Congestion control of what we send.
 	cwnd      int
@@ -119,9 +124,9 @@ type endpoint struct {
 	received uint64
 }
 
-func newEndpoint(maxData int, emit func(RelayMsg) error, now func() time.Time, sendKey, recvKey *layerKey) endpoint {
+func newEndpoint(maxData int, emit func(RelayMsg) error, now func() time.Time, rand io.Reader, sendKey, recvKey *layerKey) endpoint {
 	return endpoint{
-		streams: make(map[uint16]*streamFlow), maxData: maxData, emit: emit, now: now,
+		streams: make(map[uint16]*streamFlow), maxData: maxData, emit: emit, now: now, rand: rand,
 		sendKey: sendKey, recvKey: recvKey,
 		cwnd: CwndInit, slowStart: true,
 	}
@@ -333,7 +338,20 @@ func (e *endpoint) packageData(id uint16, data []byte) (int, error) {
 	sent := 0
 	for sent < len(data) && !s.blocked && e.inflight < e.cwnd {
 		n := min(len(data)-sent, e.maxData)
-		if err := e.emit(RelayMsg{Cmd: RelayData, StreamID: id, Data: data[sent : sent+n]}); err != nil {
+		var pad []byte
+		if (e.sent+1)%SendmeInc == 0 {
+			// This cell's tag will be the proof in the SENDME that
+			// acknowledges it. The receiver holds the layer key, so were
+			// the whole body predictable (a known file, zero padding) it
+			// could compute the tag without receiving the cell: random
+			// bytes in the padding make that impossible.
+			n = min(n, e.maxData-sendmePadSize)
+			if _, err := io.ReadFull(e.rand, e.pad[:]); err != nil {
+				return sent, err
+			}
+			pad = e.pad[:]
+		}
+		if err := e.emit(RelayMsg{Cmd: RelayData, StreamID: id, Data: data[sent : sent+n], Pad: pad}); err != nil {
 			return sent, err
 		}
 		e.inflight++

@@ -91,6 +91,7 @@ func (a *CreateAssembler) Message() (HandshakeType, []byte) { return a.ht, a.buf
 // msgAssembler reassembles one direction's fragmented relay messages.
 type msgAssembler struct {
 	pending bool
+	from    int // the hop the fragments come from (client side)
 	cmd     RelayCmd
 	stream  uint16
 	buf     []byte
@@ -100,18 +101,18 @@ func fragmentable(cmd RelayCmd) bool { return cmd == RelayExtend || cmd == Relay
 
 // add takes one decoded message. It returns the complete message (Data
 // owned by the assembler until the next call) and true when one is ready.
-func (f *msgAssembler) add(m RelayMsg) (RelayMsg, bool, error) {
+func (f *msgAssembler) add(m RelayMsg, from int) (RelayMsg, bool, error) {
 	if !m.More && !f.pending {
 		return m, true, nil
 	}
 	if !fragmentable(m.Cmd) {
 		return RelayMsg{}, false, fmt.Errorf("%w: fragment of relay command %d", ErrProtocol, m.Cmd)
 	}
-	if f.pending && (m.Cmd != f.cmd || m.StreamID != f.stream) {
+	if f.pending && (m.Cmd != f.cmd || m.StreamID != f.stream || from != f.from) {
 		return RelayMsg{}, false, fmt.Errorf("%w: message interleaved with fragments", ErrProtocol)
 	}
 	if !f.pending {
-		f.pending, f.cmd, f.stream, f.buf = true, m.Cmd, m.StreamID, f.buf[:0]
+		f.pending, f.cmd, f.stream, f.from, f.buf = true, m.Cmd, m.StreamID, from, f.buf[:0]
 	}
 	if len(f.buf)+len(m.Data) > MaxFragmentedSize {
 		return RelayMsg{}, false, fmt.Errorf("%w: fragmented message too long", ErrProtocol)

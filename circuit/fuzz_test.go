@@ -74,7 +74,7 @@ func fzHop(tb testing.TB, keys *HopKeys, pos int) *hopLayer {
 // iteration cheap (no X25519).
 func fzRelayCircuit(tb testing.TB, keys *HopKeys, pos int) *RelayCircuit {
 	rc := &RelayCircuit{hop: fzHop(tb, keys, pos)}
-	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward, fzClock(), &rc.hop.backward, &rc.hop.forward)
+	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward, fzClock(), fzRand(99), &rc.hop.backward, &rc.hop.forward)
 	return rc
 }
 
@@ -87,7 +87,8 @@ func fzClientCircuit(tb testing.TB, keys []HopKeys) *ClientCircuit {
 	}
 	if len(keys) > 0 {
 		last := c.hops[len(keys)-1]
-		c.ep = newEndpoint(MaxDataSize(len(keys)), c.emitForward, c.now, &last.forward, &last.backward)
+		c.rand = fzRand(98)
+		c.ep = newEndpoint(MaxDataSize(len(keys)), c.emitForward, c.now, c.rand, &last.forward, &last.backward)
 	}
 	return c
 }

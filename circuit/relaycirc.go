@@ -99,7 +99,7 @@ func AcceptCreate(rand io.Reader, now func() time.Time, relayID [32]byte, onionK
 		return nil, nil, err
 	}
 	rc := &RelayCircuit{hop: hop}
-	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward, now, &hop.backward, &hop.forward)
+	rc.ep = newEndpoint(MaxDataSize(pos), rc.emitBackward, now, rand, &hop.backward, &hop.forward)
 	var created [PayloadSize]byte
 	if err := EncodeCreated(&created, msg2); err != nil {
 		return nil, nil, err
@@ -143,7 +143,7 @@ func (rc *RelayCircuit) HandleForward(payload *[PayloadSize]byte, a *RelayAction
 	if err != nil {
 		return err
 	}
-	m, complete, err := rc.frags.add(m)
+	m, complete, err := rc.frags.add(m, 0)
 	if err != nil || !complete {
 		return err
 	}
@@ -169,6 +169,9 @@ func (rc *RelayCircuit) handleLocal(m RelayMsg) error {
 		req, err := DecodeExtend(m.Data)
 		if err != nil {
 			return err
+		}
+		if (req.HType != HandshakeHybrid && req.HType != HandshakeNK) || len(req.Handshake) == 0 || len(req.Handshake) > MaxHandshakeSize {
+			return fmt.Errorf("%w: EXTEND with an unusable handshake", ErrProtocol)
 		}
 		req.Handshake = append([]byte(nil), req.Handshake...)
 		rc.extended, rc.extending = true, true

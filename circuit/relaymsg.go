@@ -70,12 +70,16 @@ type RelayMsg struct {
 	StreamID uint16
 	Data     []byte
 	More     bool // a fragment with more to follow (fragment.go)
+	// Pad, if set, is written at the very end of the body instead of
+	// zeros; receivers ignore padding. Flow control uses it to make the
+	// tag of a SENDME-triggering cell unpredictable (flow.go).
+	Pad []byte
 }
 
 // EncodeRelayMsg writes m into body (a hop's whole body), zero-padding the
 // rest.
 func EncodeRelayMsg(body []byte, m RelayMsg) error {
-	if len(m.Data) > len(body)-RelayHeaderSize {
+	if len(m.Data)+len(m.Pad) > len(body)-RelayHeaderSize {
 		return ErrBadRelayMsg
 	}
 	body[0] = byte(m.Cmd)
@@ -86,6 +90,7 @@ func EncodeRelayMsg(body []byte, m RelayMsg) error {
 	binary.BigEndian.PutUint16(body[3:5], uint16(len(m.Data)))
 	n := copy(body[RelayHeaderSize:], m.Data)
 	clear(body[RelayHeaderSize+n:])
+	copy(body[len(body)-len(m.Pad):], m.Pad)
 	return nil
 }
 

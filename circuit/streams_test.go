@@ -162,3 +162,36 @@ func FuzzStreamCodecs(f *testing.F) {
 		}
 	})
 }
+
+// TestSendmeTriggerCellIsUnpredictable: the cell whose tag a SENDME must
+// echo carries random padding, so a client that knows the data (say, a
+// public file) still cannot compute the tag without receiving the cell.
+func TestSendmeTriggerCellIsUnpredictable(t *testing.T) {
+	var bodies [2][]byte
+	for run := range 2 {
+		ch, id := openedStream(t, 1)
+		exit := ch.rcs[0]
+		ch.ra.Reset()
+		if _, err := exit.PackageData(id, make([]byte, SendmeInc*exit.MaxData()), &ch.ra); err != nil {
+			t.Fatal(err)
+		}
+		c := ch.ra.ToPrev[SendmeInc-1]
+		if _, err := ch.client.hops[0].openBackwardAt(&c.Payload, SendmeInc); err != nil {
+			t.Fatal(err)
+		}
+		bodies[run] = append([]byte(nil), c.Payload[BodySize(1)-sendmePadSize:BodySize(1)]...)
+	}
+	if string(bodies[0]) == string(bodies[1]) || string(bodies[0]) == string(make([]byte, sendmePadSize)) {
+		t.Fatalf("SENDME-triggering cells carry predictable padding: %x %x", bodies[0], bodies[1])
+	}
+}
+
+// openBackwardAt opens a backward cell as the counter'th of its direction
+// (counter from 1), for tests that inspect one cell out of a stream.
+func (h *hopLayer) openBackwardAt(payload *[PayloadSize]byte, counter uint64) (byte, error) {
+	saved := h.backward.counter
+	h.backward.counter = counter
+	flag, err := h.openBackward(payload)
+	h.backward.counter = saved
+	return flag, err
+}
