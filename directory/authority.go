@@ -2,7 +2,6 @@ package directory
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"fmt"
 	"sort"
 	"time"
@@ -20,12 +19,29 @@ const maxRounds = 8
 //
 // An Authority is not safe for concurrent use.
 type Authority struct {
-	net    *Network
-	sched  Schedule
-	priv   ed25519.PrivateKey
-	self   int
-	descs  map[RelayID]heldDescriptor
-	rounds map[int64]*round
+	net      *Network
+	sched    Schedule
+	signer   *Signer
+	params   Params
+	badExits map[RelayID]bool
+	self     int
+	descs    map[RelayID]heldDescriptor
+	reach    map[RelayID]*reachState
+	rounds   map[int64]*round
+}
+
+// AuthorityConfig configures the voting logic of one authority.
+type AuthorityConfig struct {
+	Network  *Network
+	Schedule Schedule
+	// Signer signs votes and consensus signatures; its certificate's
+	// identity must be in Network.
+	Signer *Signer
+	// Params are the consensus parameters this authority proposes.
+	Params Params
+	// BadExits are relays this authority's operator judged unfit to be
+	// exits; it votes BadExit for them.
+	BadExits []RelayID
 }
 
 type heldDescriptor struct {
@@ -46,27 +62,42 @@ type round struct {
 	digest   Digest
 }
 
-// NewAuthority returns the voting logic of the authority of net whose
-// identity key is priv.
-func NewAuthority(net *Network, sched Schedule, priv ed25519.PrivateKey) (*Authority, error) {
+// NewAuthority returns the voting logic of the authority of cfg.Network
+// whose signer is cfg.Signer. The signer's certificate must pass
+// Cert.Check for the network at some time (it is checked again at every
+// use by the peers); here only the identity and the PQ match are checked.
+func NewAuthority(cfg AuthorityConfig) (*Authority, error) {
+	net := cfg.Network
+	if net == nil || cfg.Signer == nil {
+		return nil, fmt.Errorf("%w: network and signer are required", ErrInvalidField)
+	}
 	if err := net.Validate(); err != nil {
 		return nil, err
 	}
-	if err := sched.Validate(); err != nil {
+	if err := cfg.Schedule.Validate(); err != nil {
 		return nil, err
 	}
-	if len(priv) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("%w: identity private key", ErrInvalidField)
+	if err := cfg.Params.Validate(); err != nil {
+		return nil, err
 	}
-	self := net.Index(priv.Public().(ed25519.PublicKey))
-	if self < 0 {
-		return nil, fmt.Errorf("%w: this authority's key is not in the network file", ErrUnknownAuthority)
+	self, err := cfg.Signer.Cert.Check(net, cfg.Signer.Cert.Published)
+	if err != nil {
+		if self < 0 {
+			return nil, fmt.Errorf("%w: this authority's identity is not in the network file", ErrUnknownAuthority)
+		}
+		return nil, err
 	}
-	return &Authority{
-		net: net, sched: sched, priv: priv, self: self,
-		descs:  map[RelayID]heldDescriptor{},
-		rounds: map[int64]*round{},
-	}, nil
+	a := &Authority{
+		net: net, sched: cfg.Schedule, signer: cfg.Signer, params: cfg.Params, self: self,
+		badExits: map[RelayID]bool{},
+		descs:    map[RelayID]heldDescriptor{},
+		reach:    map[RelayID]*reachState{},
+		rounds:   map[int64]*round{},
+	}
+	for _, id := range cfg.BadExits {
+		a.badExits[id] = true
+	}
+	return a, nil
 }
 
 // Network returns the network file the authority was created with.
@@ -106,11 +137,13 @@ func (a *Authority) AddDescriptor(raw []byte, now time.Time) (*Descriptor, error
 	return d, nil
 }
 
-// pruneDescriptors drops descriptors outside their lifetime at now.
+// pruneDescriptors drops descriptors outside their lifetime at now, and
+// their reachability state.
 func (a *Authority) pruneDescriptors(now time.Time) {
 	for id, h := range a.descs {
 		if h.d.checkTime(now) != nil {
 			delete(a.descs, id)
+			delete(a.reach, id)
 		}
 	}
 }
@@ -147,8 +180,9 @@ func (a *Authority) round(va, now time.Time, create bool) (*round, error) {
 
 // MakeVote makes this authority's vote for round va at time now (which
 // must not be after va), listing every held descriptor within its
-// lifetime, and keeps it as this authority's vote. Calling it again for
-// the same round returns the same vote.
+// lifetime with the flags assignFlags gives it, and the parameters this
+// authority proposes; it keeps it as this authority's vote. Calling it
+// again for the same round returns the same vote.
 func (a *Authority) MakeVote(va, now time.Time) ([]byte, error) {
 	r, err := a.round(va, now, true)
 	if err != nil {
@@ -161,20 +195,21 @@ func (a *Authority) MakeVote(va, now time.Time) ([]byte, error) {
 	a.pruneDescriptors(published)
 	v := &Vote{
 		Network:    a.net.Name,
-		Authority:  a.net.Authorities[a.self].Identity,
 		Published:  published,
 		ValidAfter: r.va,
 		FreshUntil: a.sched.FreshUntil(r.va),
 		ValidUntil: a.sched.ValidUntil(r.va),
+		Params:     a.params,
 	}
-	for _, h := range a.descs {
-		v.Entries = append(v.Entries, VoteEntry{Raw: h.raw, Descriptor: h.d, Digest: DescriptorDigest(h.raw)})
+	flags := a.assignFlags(published)
+	for id, h := range a.descs {
+		v.Entries = append(v.Entries, VoteEntry{Raw: h.raw, Descriptor: h.d, Digest: DescriptorDigest(h.raw), Flags: flags[id]})
 	}
 	sort.Slice(v.Entries, func(i, j int) bool {
 		x, y := v.Entries[i].Descriptor.ID(), v.Entries[j].Descriptor.ID()
 		return bytes.Compare(x[:], y[:]) < 0
 	})
-	raw, err := v.Sign(a.priv)
+	raw, err := v.Sign(a.signer)
 	if err != nil {
 		return nil, err
 	}
@@ -183,8 +218,8 @@ func (a *Authority) MakeVote(va, now time.Time) ([]byte, error) {
 }
 
 // AddVote verifies a peer's vote (ParseVote) and keeps it. The vote must
-// be for this network, from an authority in the network file, follow the
-// schedule, and be for a round acceptable at now. A second, different
+// be for this network, carry a certificate that passes Cert.Check at now,
+// follow the schedule, and be for a round acceptable at now. A second, different
 // vote from one authority for one round fails with ErrConflict; the same
 // vote again succeeds. It returns the index of the voting authority.
 func (a *Authority) AddVote(raw []byte, now time.Time) (int, error) {
@@ -195,9 +230,9 @@ func (a *Authority) AddVote(raw []byte, now time.Time) (int, error) {
 	if v.Network != a.net.Name {
 		return -1, ErrWrongNetwork
 	}
-	i := a.net.Index(v.Authority)
-	if i < 0 {
-		return -1, ErrUnknownAuthority
+	i, err := v.Cert.Check(a.net, now)
+	if err != nil {
+		return i, err
 	}
 	if !v.FreshUntil.Equal(a.sched.FreshUntil(v.ValidAfter)) || !v.ValidUntil.Equal(a.sched.ValidUntil(v.ValidAfter)) {
 		return i, fmt.Errorf("%w: vote does not follow the voting schedule", ErrWrongRound)
@@ -296,21 +331,18 @@ func (a *Authority) SignConsensus(va time.Time) ([]byte, error) {
 		return raw, nil
 	}
 	s := &DetachedSignature{
-		Network:    a.net.Name,
-		ValidAfter: r.va,
-		Digest:     d,
-		ConsensusSignature: ConsensusSignature{
-			Authority: a.net.Authorities[a.self].Identity,
-			Signature: SignDigest(a.priv, d),
-		},
+		Network:            a.net.Name,
+		ValidAfter:         r.va,
+		Digest:             d,
+		ConsensusSignature: SignDigest(a.signer, d),
 	}
 	r.sigs[a.self], r.rawSigs[a.self] = s, s.Encode()
 	return r.rawSigs[a.self], nil
 }
 
 // AddSignature verifies a peer's detached signature (ParseSignature) and
-// keeps it if it is from an authority in the network file for a round
-// acceptable at now. It may arrive before this authority computed its own
+// keeps it if its certificate passes Cert.Check at now and it is for a
+// round acceptable at now. It may arrive before this authority computed its own
 // consensus; only signatures over the same digest count in Assemble. A
 // second, different signature from one authority for one round fails with
 // ErrConflict. It returns the signer's index.
@@ -322,9 +354,9 @@ func (a *Authority) AddSignature(raw []byte, now time.Time) (int, error) {
 	if s.Network != a.net.Name {
 		return -1, ErrWrongNetwork
 	}
-	i := a.net.Index(s.Authority)
-	if i < 0 {
-		return -1, ErrUnknownAuthority
+	i, err := s.Cert.Check(a.net, now)
+	if err != nil {
+		return i, err
 	}
 	r, err := a.round(s.ValidAfter, now, true)
 	if err != nil {

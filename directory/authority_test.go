@@ -2,7 +2,6 @@ package directory
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"errors"
 	"testing"
 	"time"
@@ -126,7 +125,7 @@ func TestDescriptorDisagreement(t *testing.T) {
 
 func TestAuthorityDescriptorRules(t *testing.T) {
 	net, keys := testNetwork(3)
-	a, err := NewAuthority(net, testSchedule, keys[0])
+	a, err := newAuth(net, keys[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +162,7 @@ func TestAuthorityDescriptorRules(t *testing.T) {
 	if err != nil || len(v.Entries) != 0 {
 		t.Errorf("vote after expiry lists %d descriptors (%v)", len(v.Entries), err)
 	}
-	if _, err := NewAuthority(net, testSchedule, testKey("outsider")); !errors.Is(err, ErrUnknownAuthority) {
+	if _, err := newAuth(net, testSigner("outsider")); !errors.Is(err, ErrUnknownAuthority) {
 		t.Errorf("authority not in the network file: %v", err)
 	}
 }
@@ -177,9 +176,9 @@ func TestAddVoteRules(t *testing.T) {
 
 	// A vote by a key outside the network file.
 	outsiderNet, outsiderKeys := testNetwork(1)
-	outsiderKeys[0] = testKey("outsider")
-	outsiderNet.Authorities[0].Identity = outsiderKeys[0].Public().(ed25519.PublicKey)
-	outsider, err := NewAuthority(outsiderNet, testSchedule, outsiderKeys[0])
+	outsiderKeys[0] = testSigner("outsider")
+	outsiderNet.Authorities[0].Identity = outsiderKeys[0].Cert.Identity
+	outsider, err := newAuth(outsiderNet, outsiderKeys[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +187,7 @@ func TestAddVoteRules(t *testing.T) {
 		t.Errorf("outsider vote: %v", err)
 	}
 	// A second, different vote from authority 2 for the same round.
-	other, _ := NewAuthority(net, testSchedule, keys[2])
+	other, _ := newAuth(net, keys[2])
 	other.AddDescriptor(raw, voteAt)
 	v2, err := other.MakeVote(va, voteAt)
 	if err != nil {
@@ -202,7 +201,7 @@ func TestAddVoteRules(t *testing.T) {
 		t.Errorf("resent vote: %v", err)
 	}
 	// A vote for a round far from now.
-	far, _ := NewAuthority(net, testSchedule, keys[1])
+	far, _ := newAuth(net, keys[1])
 	fv, _ := far.MakeVote(va.Add(time.Hour), voteAt.Add(time.Hour))
 	if _, err := auths[0].AddVote(fv, voteAt); !errors.Is(err, ErrWrongRound) {
 		t.Errorf("vote for a far round: %v", err)
@@ -216,7 +215,7 @@ func TestAddVoteRules(t *testing.T) {
 	// A vote for another network.
 	elsewhere := *net
 	elsewhere.Name = "elsewhere"
-	e, _ := NewAuthority(&elsewhere, testSchedule, keys[1])
+	e, _ := newAuth(&elsewhere, keys[1])
 	ev, _ := e.MakeVote(va, voteAt)
 	if _, err := auths[0].AddVote(ev, voteAt); !errors.Is(err, ErrWrongNetwork) {
 		t.Errorf("vote for another network: %v", err)
@@ -243,7 +242,7 @@ func TestAssembleNeedsMajority(t *testing.T) {
 		t.Errorf("own signature only: %d, %v", n, err)
 	}
 	// A valid signature by authority 1 on a different digest does not count.
-	wrong := &DetachedSignature{Network: net.Name, ValidAfter: va, Digest: Digest{9}, ConsensusSignature: sig(keys[1], Digest{9})}
+	wrong := &DetachedSignature{Network: net.Name, ValidAfter: va, Digest: Digest{9}, ConsensusSignature: SignDigest(keys[1], Digest{9})}
 	if _, err := a.AddSignature(wrong.Encode(), va); err != nil {
 		t.Fatalf("AddSignature: %v", err)
 	}
@@ -272,7 +271,7 @@ func TestAssembleNeedsMajority(t *testing.T) {
 	if len(a.MissingSignatures(va)) != 0 || len(a.MissingVotes(va)) != 0 {
 		t.Errorf("missing: sigs %v votes %v", a.MissingSignatures(va), a.MissingVotes(va))
 	}
-	outsider := &DetachedSignature{Network: net.Name, ValidAfter: va, Digest: Digest{9}, ConsensusSignature: sig(testKey("o"), Digest{9})}
+	outsider := &DetachedSignature{Network: net.Name, ValidAfter: va, Digest: Digest{9}, ConsensusSignature: SignDigest(testSigner("o"), Digest{9})}
 	if _, err := a.AddSignature(outsider.Encode(), va); !errors.Is(err, ErrUnknownAuthority) {
 		t.Errorf("outsider signature: %v", err)
 	}

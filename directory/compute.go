@@ -16,13 +16,18 @@ import (
 //     with the schedule's fresh-until and valid-until; at most one per
 //     authority. More than half of net's authorities must have voted.
 //   - A relay is listed iff more than half of ALL authorities in net list
-//     it in their votes.
+//     it with the Running and Valid flags in their votes.
 //   - Its descriptor is the one listed by the most votes; ties go to the
 //     newest published, then the lowest digest.
 //   - Its bandwidth is the low median of the bandwidths of the descriptors
 //     the votes list for it.
-//   - Its flags are Running, Valid, Guard, Fast and Stable, plus Exit if
-//     the chosen descriptor's exit policy allows some port (IsExit).
+//   - Its flags are Running and Valid; Exit iff the chosen descriptor's
+//     exit policy allows some port (IsExit); and each of Guard, Fast,
+//     Stable, HSDir and BadExit iff more than half of the votes listing
+//     the relay assign it.
+//   - Family keeps only mutual declarations among listed relays.
+//   - Params are those proposed by more than half of the votes (low
+//     median value); Weights follow computeWeights.
 func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote) (*Consensus, error) {
 	if err := sched.Validate(); err != nil {
 		return nil, err
@@ -31,7 +36,11 @@ func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote)
 		return nil, fmt.Errorf("%w: valid-after not aligned", ErrBadSchedule)
 	}
 	seen := make([]bool, len(net.Authorities))
-	type candidate struct{ entries []*VoteEntry }
+	type candidate struct {
+		entries []*VoteEntry
+		running int
+	}
+	var params []Params
 	byID := map[RelayID]*candidate{}
 	for _, v := range votes {
 		i := net.Index(v.Authority)
@@ -46,6 +55,7 @@ func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote)
 			return nil, ErrWrongRound
 		}
 		seen[i] = true
+		params = append(params, v.Params)
 		for j := range v.Entries {
 			e := &v.Entries[j]
 			id := e.Descriptor.ID()
@@ -55,6 +65,9 @@ func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote)
 				byID[id] = c
 			}
 			c.entries = append(c.entries, e)
+			if e.Flags.Has(FlagRunning | FlagValid) {
+				c.running++
+			}
 		}
 	}
 	if len(votes) < net.Quorum() {
@@ -65,9 +78,10 @@ func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote)
 		ValidAfter: va.UTC(),
 		FreshUntil: sched.FreshUntil(va).UTC(),
 		ValidUntil: sched.ValidUntil(va).UTC(),
+		Params:     majorityParams(params),
 	}
 	for _, cand := range byID {
-		if len(cand.entries) < net.Quorum() {
+		if cand.running < net.Quorum() {
 			continue
 		}
 		c.Relays = append(c.Relays, routerStatus(cand.entries))
@@ -77,6 +91,7 @@ func ComputeConsensus(net *Network, sched Schedule, va time.Time, votes []*Vote)
 	}
 	sort.Slice(c.Relays, func(i, j int) bool { return bytes.Compare(c.Relays[i].ID[:], c.Relays[j].ID[:]) < 0 })
 	mutualFamilies(c)
+	c.Weights = computeWeights(c)
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
@@ -111,9 +126,20 @@ func routerStatus(entries []*VoteEntry) RouterStatus {
 	}
 	sort.Slice(bws, func(i, j int) bool { return bws[i] < bws[j] })
 	d := best.Descriptor
-	flags := FlagRunning | FlagValid | FlagGuard | FlagFast | FlagStable
+	flags := FlagRunning | FlagValid
 	if d.ExitPolicy.IsExit() {
 		flags |= FlagExit
+	}
+	for _, f := range []Flags{FlagGuard, FlagFast, FlagStable, FlagHSDir, FlagBadExit} {
+		n := 0
+		for _, e := range entries {
+			if e.Flags.Has(f) {
+				n++
+			}
+		}
+		if 2*n > len(entries) {
+			flags |= f
+		}
 	}
 	policy := d.ExitPolicy
 	if policy == nil || len(policy.rules) == 0 {

@@ -15,7 +15,7 @@ import (
 // (docs/spec/directory.md, "Consensus").
 type RouterStatus struct {
 	Nickname   string
-	ID         RelayID // the relay's Ed25519 identity key
+	ID         RelayID  // the relay's Ed25519 identity key
 	LinkKey    [32]byte // X25519 key of the link handshake (Noise XK)
 	OnionKey   [32]byte // X25519 key of the circuit handshake
 	OnionKeyPQ []byte   // ML-KEM-768 encapsulation key of the circuit handshake, OnionKeyPQSize bytes
@@ -52,6 +52,8 @@ type Consensus struct {
 	ValidAfter time.Time      // start of the round; the consensus is valid from here
 	FreshUntil time.Time      // when clients should fetch the next one
 	ValidUntil time.Time      // after this the consensus must not be used
+	Params     Params         // parameters a majority of voters proposed
+	Weights    Weights        // bandwidth weights for path selection
 	Relays     []RouterStatus // sorted by ID, IDs distinct
 }
 
@@ -69,10 +71,12 @@ func (c *Consensus) IsFresh(now time.Time) bool {
 	return !now.Before(c.ValidAfter) && now.Before(c.FreshUntil)
 }
 
-// ConsensusSignature is one authority's signature on a consensus digest.
+// ConsensusSignature is one authority's signature on a consensus digest,
+// made with the signing key of its certificate.
 type ConsensusSignature struct {
-	Authority ed25519.PublicKey
-	Signature [ed25519.SignatureSize]byte
+	Authority ed25519.PublicKey // = Cert.Identity
+	Cert      *Cert
+	Sig       Sig
 }
 
 // SignedConsensus is a parsed consensus document whose signatures have
@@ -92,6 +96,8 @@ func (c *Consensus) encodeBody() []byte {
 	w.line("valid-after", formatTime(c.ValidAfter))
 	w.line("fresh-until", formatTime(c.FreshUntil))
 	w.line("valid-until", formatTime(c.ValidUntil))
+	w.line("params", c.Params.args()...)
+	w.line("weights", c.Weights.args()...)
 	for i := range c.Relays {
 		r := &c.Relays[i]
 		w.line("relay", r.Nickname, b64.EncodeToString(r.ID[:]), r.Address.String())
@@ -105,18 +111,11 @@ func (c *Consensus) encodeBody() []byte {
 		}
 		w.line("family", encodeFamily(r.Family)...)
 		w.line("bandwidth", strconv.FormatInt(r.Bandwidth, 10))
-		if r.Flags == 0 {
-			w.line("flags")
-		} else {
-			w.line("flags", r.Flags.String())
-		}
+		writeFlags(w, r.Flags)
 		writePolicy(w, r.ExitPolicy)
 	}
 	return w.Bytes()
 }
-
-// signatureMessage is what an authority signs for a consensus digest.
-func signatureMessage(d Digest) []byte { return signedMessage(contextConsensus, d[:]) }
 
 // validate checks c's times and relay list.
 func (c *Consensus) validate() error {
@@ -126,6 +125,12 @@ func (c *Consensus) validate() error {
 	if !c.FreshUntil.After(c.ValidAfter) || c.ValidUntil.Before(c.FreshUntil) ||
 		c.ValidUntil.Sub(c.ValidAfter) > MaxConsensusLifetime {
 		return fmt.Errorf("%w: consensus times", ErrInvalidField)
+	}
+	if err := c.Params.Validate(); err != nil {
+		return err
+	}
+	if err := c.Weights.validate(); err != nil {
+		return err
 	}
 	if len(c.Relays) > MaxRelays {
 		return ErrTooManyRelays
@@ -178,6 +183,18 @@ func ParseConsensus(b []byte) (*SignedConsensus, error) {
 			return nil, errAt(err, l, "bad time")
 		}
 	}
+	if l, err = r.expect("params", -1); err != nil {
+		return nil, err
+	}
+	if c.Params, err = ParseParams(l.args); err != nil {
+		return nil, errAt(err, l, "bad parameters")
+	}
+	if l, err = r.expect("weights", -1); err != nil {
+		return nil, err
+	}
+	if c.Weights, err = parseWeights(l.args); err != nil {
+		return nil, errAt(err, l, "bad weights")
+	}
 	for {
 		l, ok, err := r.peek()
 		if err != nil {
@@ -204,7 +221,7 @@ func ParseConsensus(b []byte) (*SignedConsensus, error) {
 		if !ok {
 			break
 		}
-		if l.kw != "signature" || len(l.args) != 2 {
+		if l.kw != "signature" || len(l.args) != 2 && len(l.args) != 3 {
 			return nil, errAt(ErrMalformed, l, "expected signature")
 		}
 		if len(sc.Signatures) == 0 {
@@ -213,9 +230,9 @@ func ParseConsensus(b []byte) (*SignedConsensus, error) {
 		if len(sc.Signatures) == MaxConsensusSignatures {
 			return nil, errAt(ErrMalformed, l, "too many signatures")
 		}
-		s := ConsensusSignature{Authority: make(ed25519.PublicKey, ed25519.PublicKeySize)}
-		if decodeFixed(s.Authority, l.args[0]) != nil || decodeFixed(s.Signature[:], l.args[1]) != nil {
-			return nil, errAt(ErrInvalidField, l, "bad signature line")
+		s, err := parseSignatureLine(l)
+		if err != nil {
+			return nil, err
 		}
 		sc.Signatures = append(sc.Signatures, s)
 	}
@@ -231,6 +248,29 @@ func ParseConsensus(b []byte) (*SignedConsensus, error) {
 	}
 	sc.Digest = sha256.Sum256(sc.Body)
 	return sc, nil
+}
+
+// parseSignatureLine parses "signature <cert> <ed25519> [<ml-dsa>]".
+func parseSignatureLine(l line) (ConsensusSignature, error) {
+	var s ConsensusSignature
+	raw, err := decodeVar(l.args[0], MaxCertSize)
+	if err != nil {
+		return s, errAt(err, l, "bad certificate encoding")
+	}
+	if s.Cert, err = ParseCert(raw); err != nil {
+		return s, fmt.Errorf("line %d: %w", l.num, err)
+	}
+	s.Authority = s.Cert.Identity
+	if decodeFixed(s.Sig.Ed[:], l.args[1]) != nil {
+		return s, errAt(ErrInvalidField, l, "bad signature")
+	}
+	if len(l.args) == 3 {
+		s.Sig.PQ = make([]byte, PQSignatureSize)
+		if decodeFixed(s.Sig.PQ, l.args[2]) != nil {
+			return s, errAt(ErrInvalidField, l, "bad signature")
+		}
+	}
+	return s, nil
 }
 
 // parseRouterStatus reads one relay entry.
@@ -307,23 +347,13 @@ func parseRouterStatus(r *lineReader) (RouterStatus, error) {
 
 // VerifyConsensus parses a consensus and accepts it only if (1) it names
 // net's network, (2) more than half of the authorities in net signed its
-// digest with valid signatures — signatures by keys not in net are
-// ignored and several signatures by one authority count once — and (3)
-// now is in [ValidAfter, ValidUntil]. This is the check every client and
-// relay applies before using a consensus.
+// digest with valid signatures (countValid) and (3) now is in
+// [ValidAfter, ValidUntil]. This is the check every client and relay
+// applies before using a consensus.
 func VerifyConsensus(b []byte, net *Network, now time.Time) (*Consensus, error) {
-	if net == nil || len(net.Authorities) == 0 {
-		return nil, ErrNotEnoughSignatures
-	}
-	sc, err := ParseConsensus(b)
+	sc, err := VerifyConsensusSignatures(b, net, now)
 	if err != nil {
 		return nil, err
-	}
-	if sc.Network != net.Name {
-		return nil, ErrWrongNetwork
-	}
-	if sc.countValid(net) < net.Quorum() {
-		return nil, ErrNotEnoughSignatures
 	}
 	if now.Before(sc.ValidAfter) {
 		return nil, ErrNotYetValid
@@ -334,19 +364,43 @@ func VerifyConsensus(b []byte, net *Network, now time.Time) (*Consensus, error) 
 	return &sc.Consensus, nil
 }
 
+// VerifyConsensusSignatures is VerifyConsensus without the check of the
+// consensus's own validity window, for callers that apply their own
+// tolerance (dirclient's clock-skew detection). Certificates are still
+// checked at now.
+func VerifyConsensusSignatures(b []byte, net *Network, now time.Time) (*SignedConsensus, error) {
+	if net == nil || len(net.Authorities) == 0 {
+		return nil, ErrNotEnoughSignatures
+	}
+	sc, err := ParseConsensus(b)
+	if err != nil {
+		return nil, err
+	}
+	if sc.Network != net.Name {
+		return nil, ErrWrongNetwork
+	}
+	if sc.countValid(net, now) < net.Quorum() {
+		return nil, ErrNotEnoughSignatures
+	}
+	return sc, nil
+}
+
 // countValid returns the number of distinct authorities of net with a
-// valid signature on sc's digest.
-func (sc *SignedConsensus) countValid(net *Network) int {
+// valid signature on sc's digest: the signature's certificate passes
+// Cert.Check(net, now) and the signature verifies under the certified
+// signing key — both Ed25519 and ML-DSA-65 parts when the authority is
+// hybrid in net. Other signature lines are ignored.
+func (sc *SignedConsensus) countValid(net *Network, now time.Time) int {
 	counted := make([]bool, len(net.Authorities))
 	n := 0
-	msg := signatureMessage(sc.Digest)
-	for _, s := range sc.Signatures {
-		i := net.Index(s.Authority)
-		if i < 0 || counted[i] {
+	for i := range sc.Signatures {
+		s := &sc.Signatures[i]
+		j, err := s.Cert.Check(net, now)
+		if err != nil || counted[j] {
 			continue
 		}
-		if ed25519.Verify(net.Authorities[i].Identity, msg, s.Signature[:]) {
-			counted[i] = true
+		if s.Cert.verify(contextConsensus, sc.Digest[:], &s.Sig) {
+			counted[j] = true
 			n++
 		}
 	}
@@ -359,7 +413,11 @@ func encodeSigned(body []byte, sigs []ConsensusSignature) []byte {
 	w := &writer{}
 	w.Write(body)
 	for _, s := range sigs {
-		w.line("signature", b64.EncodeToString(s.Authority), b64.EncodeToString(s.Signature[:]))
+		args := []string{b64.EncodeToString(s.Cert.Raw), b64.EncodeToString(s.Sig.Ed[:])}
+		if s.Sig.PQ != nil {
+			args = append(args, b64.EncodeToString(s.Sig.PQ))
+		}
+		w.line("signature", args...)
 	}
 	return w.Bytes()
 }

@@ -11,7 +11,7 @@ import (
 // testConsensus runs a round of three authorities that all hold relays
 // 0-3 and returns the network, the authorities' keys, the round, the
 // unsigned body and its digest.
-func testConsensus(t *testing.T) (*Network, []ed25519.PrivateKey, time.Time, []byte, Digest) {
+func testConsensus(t *testing.T) (*Network, []*Signer, time.Time, []byte, Digest) {
 	t.Helper()
 	net, keys := testNetwork(3)
 	var uploads [][]byte
@@ -28,16 +28,14 @@ func testConsensus(t *testing.T) (*Network, []ed25519.PrivateKey, time.Time, []b
 }
 
 // sig signs digest d with key.
-func sig(key ed25519.PrivateKey, d Digest) ConsensusSignature {
-	return ConsensusSignature{Authority: key.Public().(ed25519.PublicKey), Signature: SignDigest(key, d)}
-}
+func sig(key *Signer, d Digest) ConsensusSignature { return SignDigest(key, d) }
 
 func TestVerifyConsensusSignatureRule(t *testing.T) {
 	net, keys, va, body, d := testConsensus(t)
-	outsider := testKey("not an authority")
+	outsider := testSigner("not an authority")
 	now := va.Add(time.Second)
 	forged := sig(keys[1], d)
-	forged.Signature[5] ^= 1
+	forged.Sig.Ed[5] ^= 1
 
 	tests := []struct {
 		name string
@@ -151,13 +149,13 @@ func TestSignatureDomainSeparation(t *testing.T) {
 	// A vote signature must not be usable as a consensus signature, even
 	// over the same bytes: the contexts differ.
 	_, keys, _, body, d := testConsensus(t)
-	voteSig := ed25519.Sign(keys[0], signedMessage(contextVote, d[:]))
-	descSig := ed25519.Sign(keys[0], signedMessage(contextDescriptor, d[:]))
-	raw := ed25519.Sign(keys[0], d[:])
+	k := keys[0].Key.Ed
+	voteSig := ed25519.Sign(k, signedMessage(contextVote, d[:]))
+	descSig := ed25519.Sign(k, signedMessage(contextDescriptor, d[:]))
+	raw := ed25519.Sign(k, d[:])
 	for _, s := range [][]byte{voteSig, descSig, raw} {
-		var cs ConsensusSignature
-		cs.Authority = keys[0].Public().(ed25519.PublicKey)
-		copy(cs.Signature[:], s)
+		cs := ConsensusSignature{Authority: keys[0].Cert.Identity, Cert: keys[0].Cert}
+		copy(cs.Sig.Ed[:], s)
 		ds := DetachedSignature{Network: "testnet", Digest: d, ConsensusSignature: cs}
 		if ds.Verify() {
 			t.Error("a signature from another context verified as a consensus signature")
@@ -187,7 +185,7 @@ func TestDetachedSignatureRoundTrip(t *testing.T) {
 		}
 		// Only the routing fields are unauthenticated; the signature must
 		// still be over the original digest by the original key.
-		if got.Digest != d || !got.Authority.Equal(keys[2].Public()) {
+		if got.Digest != d || !got.Authority.Equal(keys[2].Cert.Identity) {
 			t.Fatalf("flipping byte %d changed an authenticated field", i)
 		}
 	}

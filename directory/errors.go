@@ -11,12 +11,15 @@ const (
 	MaxDescriptorSize = 16 << 10
 	// MaxVoteSize bounds a signed vote.
 	MaxVoteSize = 32 << 20
-	// MaxConsensusSize bounds a consensus document with its signatures.
-	MaxConsensusSize = 16 << 20
-	// MaxSignatureSize bounds a detached consensus signature document.
-	MaxSignatureSize = 1 << 10
-	// MaxNetworkSize bounds a network file.
-	MaxNetworkSize = 64 << 10
+	// MaxConsensusSize bounds a consensus document with its signatures:
+	// MaxRelays entries of about 2 KiB (the ML-KEM key is 1,580
+	// characters) and 64 hybrid signature lines.
+	MaxConsensusSize = 24 << 20
+	// MaxSignatureSize bounds a detached consensus signature document
+	// (room for a hybrid certificate and signature).
+	MaxSignatureSize = 24 << 10
+	// MaxNetworkSize bounds a network file (room for 32 ML-DSA keys).
+	MaxNetworkSize = 256 << 10
 
 	// MaxRelays bounds the relays an authority holds, a vote lists and a
 	// consensus lists.
@@ -80,4 +83,6 @@ var (
 	ErrConflict            = errors.New("directory: conflicting document from the same authority")
 	ErrStaleDescriptor     = errors.New("directory: descriptor older than the one held")
 	ErrNoConsensus         = errors.New("directory: consensus not computed for this round")
+	ErrCertNotYetValid     = errors.New("directory: authority certificate not yet valid")
+	ErrCertExpired         = errors.New("directory: authority certificate expired")
 )

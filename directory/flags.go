@@ -16,11 +16,22 @@ const (
 	FlagGuard                     // suitable as a client's first hop
 	FlagFast                      // suitable for high-bandwidth circuits
 	FlagStable                    // suitable for long-lived circuits
+	FlagHSDir                     // suitable to store onion-service descriptors (reserved)
+	FlagBadExit                   // must not be used as an exit (operator decision)
 
-	allFlags = FlagRunning | FlagValid | FlagExit | FlagGuard | FlagFast | FlagStable
+	allFlags = FlagRunning | FlagValid | FlagExit | FlagGuard | FlagFast | FlagStable | FlagHSDir | FlagBadExit
 )
 
-var flagNames = [...]string{"Running", "Valid", "Exit", "Guard", "Fast", "Stable"}
+var flagNames = [...]string{"Running", "Valid", "Exit", "Guard", "Fast", "Stable", "HSDir", "BadExit"}
+
+// writeFlags writes the "flags" line.
+func writeFlags(w *writer, f Flags) {
+	if f == 0 {
+		w.line("flags")
+	} else {
+		w.line("flags", f.String())
+	}
+}
 
 // Has reports whether every flag of want is in f.
 func (f Flags) Has(want Flags) bool { return f&want == want }

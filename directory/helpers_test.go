@@ -71,32 +71,62 @@ func signDescriptor(t testing.TB, d *Descriptor, priv ed25519.PrivateKey) []byte
 	return b
 }
 
-// testNetwork returns a network of n authorities and their keys.
-func testNetwork(n int) (*Network, []ed25519.PrivateKey) {
+// testSigner returns a deterministic signer whose identity key is
+// testKey(label), with a certificate valid from a day before testTime for
+// 30 days.
+func testSigner(label string) *Signer {
+	id := &KeyPair{Ed: testKey(label)}
+	k := &KeyPair{Ed: testKey(label + " signing")}
+	c, err := IssueCert(id, k, testTime.Add(-24*time.Hour), testTime.Add(30*24*time.Hour))
+	if err != nil {
+		panic(err)
+	}
+	s, err := NewSigner(k, c)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// testNetwork returns a network of n authorities and their signers.
+func testNetwork(n int) (*Network, []*Signer) {
 	net := &Network{Name: "testnet"}
-	var keys []ed25519.PrivateKey
+	var keys []*Signer
 	for i := 0; i < n; i++ {
-		k := testKey(fmt.Sprintf("authority%d", i))
+		k := testSigner(fmt.Sprintf("authority%d", i))
 		keys = append(keys, k)
 		net.Authorities = append(net.Authorities, AuthorityInfo{
 			Name:     fmt.Sprintf("auth%d", i),
 			Address:  fmt.Sprintf("127.0.%d.1:7000", i),
-			Identity: k.Public().(ed25519.PublicKey),
+			Identity: k.Cert.Identity,
 		})
 	}
 	return net, keys
 }
 
+// newAuth returns the voting logic of the authority with signer k.
+func newAuth(net *Network, k *Signer) (*Authority, error) {
+	return NewAuthority(AuthorityConfig{Network: net, Schedule: testSchedule, Signer: k})
+}
+
+// markReachable records a successful reachability test of every relay
+// a holds.
+func markReachable(a *Authority, now time.Time) {
+	for _, t := range a.ReachabilityTargets(now) {
+		a.RecordReachability(t, true, now)
+	}
+}
+
 // testRound runs one full voting round among the given authorities, with
 // uploads[i] the descriptors uploaded to authority i. Every authority
 // receives every vote. It returns the authorities and the round.
-func testRound(t testing.TB, net *Network, keys []ed25519.PrivateKey, uploads [][][]byte) ([]*Authority, time.Time) {
+func testRound(t testing.TB, net *Network, keys []*Signer, uploads [][][]byte) ([]*Authority, time.Time) {
 	t.Helper()
 	va := testSchedule.NextRound(testTime)
 	voteAt := testSchedule.VoteTime(va)
 	auths := make([]*Authority, len(keys))
 	for i, k := range keys {
-		a, err := NewAuthority(net, testSchedule, k)
+		a, err := newAuth(net, k)
 		if err != nil {
 			t.Fatalf("NewAuthority: %v", err)
 		}
@@ -106,6 +136,7 @@ func testRound(t testing.TB, net *Network, keys []ed25519.PrivateKey, uploads []
 				t.Fatalf("AddDescriptor: %v", err)
 			}
 		}
+		markReachable(a, voteAt)
 	}
 	var votes [][]byte
 	for _, a := range auths {

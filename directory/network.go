@@ -15,7 +15,12 @@ import (
 // the directory authorities that clients and relays trust for it
 // (docs/spec/directory.md, "Network file"). It is the root of trust.
 type Network struct {
-	Name        string // 1-64 characters of [A-Za-z0-9._-]
+	Name string // 1-64 characters of [A-Za-z0-9._-]
+	// RequirePQ makes hybrid Ed25519 + ML-DSA-65 signatures mandatory:
+	// every authority must have IdentityPQ ("signatures = \"hybrid\"").
+	// Without it, an authority with IdentityPQ must still sign hybrid,
+	// and one without signs with Ed25519 only.
+	RequirePQ   bool
 	Authorities []AuthorityInfo
 }
 
@@ -23,16 +28,22 @@ type Network struct {
 type AuthorityInfo struct {
 	Name     string            // 1-64 characters of [A-Za-z0-9._-], unique
 	Address  string            // host:port of its HTTP directory port, unique
-	Identity ed25519.PublicKey // Ed25519 key that signs its votes and consensus signatures, unique
+	Identity ed25519.PublicKey // Ed25519 identity key that certifies its signing keys, unique
+	// IdentityPQ is the authority's ML-DSA-65 identity key (packed,
+	// PQPublicKeySize bytes), or nil. If set, its certificates and every
+	// signature it makes must be hybrid.
+	IdentityPQ []byte
 }
 
 // networkFile is the TOML shape of a network file.
 type networkFile struct {
-	Name      string `toml:"name"`
-	Authority []struct {
-		Name     string `toml:"name"`
-		Address  string `toml:"address"`
-		Identity string `toml:"identity"`
+	Name       string `toml:"name"`
+	Signatures string `toml:"signatures"`
+	Authority  []struct {
+		Name       string `toml:"name"`
+		Address    string `toml:"address"`
+		Identity   string `toml:"identity"`
+		IdentityPQ string `toml:"identity-pq"`
 	} `toml:"authority"`
 }
 
@@ -59,10 +70,23 @@ func ParseNetwork(b []byte) (n *Network, err error) {
 		return nil, fmt.Errorf("%w: network file: unknown key %q", ErrMalformed, und[0].String())
 	}
 	n = &Network{Name: f.Name}
+	switch f.Signatures {
+	case "", "ed25519":
+	case "hybrid":
+		n.RequirePQ = true
+	default:
+		return nil, fmt.Errorf("%w: network file: signatures must be \"ed25519\" or \"hybrid\"", ErrInvalidField)
+	}
 	for _, a := range f.Authority {
 		info := AuthorityInfo{Name: a.Name, Address: a.Address, Identity: make(ed25519.PublicKey, ed25519.PublicKeySize)}
 		if err := decodeFixed(info.Identity, a.Identity); err != nil {
 			return nil, fmt.Errorf("%w: network file: authority %q: bad identity", ErrInvalidField, a.Name)
+		}
+		if a.IdentityPQ != "" {
+			info.IdentityPQ = make([]byte, PQPublicKeySize)
+			if err := decodeFixed(info.IdentityPQ, a.IdentityPQ); err != nil {
+				return nil, fmt.Errorf("%w: network file: authority %q: bad identity-pq", ErrInvalidField, a.Name)
+			}
 		}
 		n.Authorities = append(n.Authorities, info)
 		if len(n.Authorities) > MaxAuthorities {
@@ -98,6 +122,9 @@ func (n *Network) Validate() error {
 			return fmt.Errorf("%w: authority %q: identity", ErrInvalidField, a.Name)
 		}
 		copy(id[:], a.Identity)
+		if a.IdentityPQ != nil && len(a.IdentityPQ) != PQPublicKeySize || n.RequirePQ && a.IdentityPQ == nil {
+			return fmt.Errorf("%w: authority %q: identity-pq missing or invalid", ErrInvalidField, a.Name)
+		}
 		if ids[id] {
 			return fmt.Errorf("%w: authority %q: duplicated identity", ErrInvalidField, a.Name)
 		}
@@ -112,11 +139,17 @@ func (n *Network) Encode() []byte {
 	var b bytes.Buffer
 	b.WriteString("# veil network file: the directory authorities this network trusts.\n")
 	fmt.Fprintf(&b, "name = \"%s\"\n", n.Name)
+	if n.RequirePQ {
+		b.WriteString("signatures = \"hybrid\"\n")
+	}
 	for _, a := range n.Authorities {
 		b.WriteString("\n[[authority]]\n")
 		fmt.Fprintf(&b, "name = \"%s\"\n", a.Name)
 		fmt.Fprintf(&b, "address = \"%s\"\n", a.Address)
 		fmt.Fprintf(&b, "identity = \"%s\"\n", b64.EncodeToString(a.Identity))
+		if a.IdentityPQ != nil {
+			fmt.Fprintf(&b, "identity-pq = \"%s\"\n", b64.EncodeToString(a.IdentityPQ))
+		}
 	}
 	return b.Bytes()
 }

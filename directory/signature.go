@@ -2,7 +2,6 @@ package directory
 
 import (
 	"bytes"
-	"crypto/ed25519"
 	"fmt"
 	"time"
 )
@@ -11,9 +10,9 @@ import (
 // sent to the other authorities before the consensus is assembled
 // (docs/spec/directory.md, "Detached signature").
 //
-// Only Signature is authenticated: it covers the digest, and the digest
-// covers the whole consensus body, network and valid-after included. The
-// Network and ValidAfter fields only route the signature to a round.
+// Only the signature is authenticated: it covers the digest, and the
+// digest covers the whole consensus body, network and valid-after
+// included. The Network and ValidAfter fields only route it to a round.
 type DetachedSignature struct {
 	Network    string
 	ValidAfter time.Time
@@ -21,18 +20,16 @@ type DetachedSignature struct {
 	ConsensusSignature
 }
 
-// SignDigest signs a consensus digest with priv.
-func SignDigest(priv ed25519.PrivateKey, d Digest) [ed25519.SignatureSize]byte {
-	var s [ed25519.SignatureSize]byte
-	copy(s[:], ed25519.Sign(priv, signatureMessage(d)))
-	return s
+// SignDigest signs a consensus digest with s.
+func SignDigest(s *Signer, d Digest) ConsensusSignature {
+	return ConsensusSignature{Authority: s.Cert.Identity, Cert: s.Cert, Sig: s.Key.sign(contextConsensus, d[:])}
 }
 
 // Verify reports whether the signature is valid for the digest under the
-// key it names. It does not say whether that key is trusted.
+// signing key(s) its certificate names. It does not say whether the
+// certificate is trusted (Cert.Check).
 func (s *DetachedSignature) Verify() bool {
-	return len(s.Authority) == ed25519.PublicKeySize &&
-		ed25519.Verify(s.Authority, signatureMessage(s.Digest), s.Signature[:])
+	return s.Cert != nil && s.Cert.verify(contextConsensus, s.Digest[:], &s.Sig)
 }
 
 // Encode returns the canonical document.
@@ -42,14 +39,15 @@ func (s *DetachedSignature) Encode() []byte {
 	w.line("network", s.Network)
 	w.line("valid-after", formatTime(s.ValidAfter))
 	w.line("digest", s.Digest.String())
-	w.line("authority", b64.EncodeToString(s.Authority))
-	w.line("signature", b64.EncodeToString(s.Signature[:]))
+	w.line("cert", b64.EncodeToString(s.Cert.Raw))
+	writeSig(w, &s.Sig)
 	return w.Bytes()
 }
 
 // ParseSignature parses a detached signature document and verifies the
-// signature against the key it names. Whether that key belongs to a
-// trusted authority is the caller's check.
+// signature against its certificate's signing key(s). Whether the
+// certificate belongs to a trusted authority and is valid now is the
+// caller's check (Cert.Check).
 func ParseSignature(b []byte) (*DetachedSignature, error) {
 	r, err := newLineReader(b, MaxSignatureSize)
 	if err != nil {
@@ -82,18 +80,19 @@ func ParseSignature(b []byte) (*DetachedSignature, error) {
 	if err := decodeFixed(s.Digest[:], l.args[0]); err != nil {
 		return nil, errAt(err, l, "bad digest")
 	}
-	if l, err = r.expect("authority", 1); err != nil {
+	if l, err = r.expect("cert", 1); err != nil {
 		return nil, err
 	}
-	s.Authority = make(ed25519.PublicKey, ed25519.PublicKeySize)
-	if err := decodeFixed(s.Authority, l.args[0]); err != nil {
-		return nil, errAt(err, l, "bad key")
+	raw, err := decodeVar(l.args[0], MaxCertSize)
+	if err != nil {
+		return nil, errAt(err, l, "bad certificate encoding")
 	}
-	if l, err = r.expect("signature", 1); err != nil {
+	if s.Cert, err = ParseCert(raw); err != nil {
 		return nil, err
 	}
-	if err := decodeFixed(s.Signature[:], l.args[0]); err != nil {
-		return nil, errAt(err, l, "bad signature encoding")
+	s.Authority = s.Cert.Identity
+	if s.Sig, _, err = readSig(r); err != nil {
+		return nil, err
 	}
 	if err := r.expectEnd(); err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ package dirclient
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -214,6 +215,7 @@ func (c *Client) get(ctx context.Context, addr, path string, limit int64) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrRequest, err)
 	}
+	req.Header.Set("Accept-Encoding", "gzip")
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, requestError(err)
@@ -225,7 +227,22 @@ func (c *Client) get(ctx context.Context, addr, path string, limit int64) ([]byt
 	if resp.ContentLength > limit {
 		return nil, ErrTooLarge
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	var body io.Reader = resp.Body
+	switch resp.Header.Get("Content-Encoding") {
+	case "":
+	case "gzip":
+		// The limit applies to the decompressed bytes: a small
+		// compressed body cannot expand beyond it.
+		zr, err := gzip.NewReader(resp.Body)
+		if err != nil {
+			return nil, requestError(err)
+		}
+		defer zr.Close()
+		body = zr
+	default:
+		return nil, fmt.Errorf("%w: unsupported content encoding", ErrRequest)
+	}
+	b, err := io.ReadAll(io.LimitReader(body, limit+1))
 	if err != nil {
 		return nil, requestError(err)
 	}

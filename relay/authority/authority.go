@@ -1,13 +1,17 @@
 // Package authority is the directory authority daemon: the real-time
 // driver of directory.Authority. It serves the directory protocol over
-// HTTP on a given listener, runs the voting schedule, and exchanges votes
-// and detached signatures with the other authorities of the network
-// (docs/spec/directory.md, "HTTP interface" and "Voting schedule").
+// HTTP on a given listener, runs the voting schedule, tests relays'
+// reachability with link handshakes, and exchanges votes and detached
+// signatures with the other authorities of the network
+// (docs/spec/directory.md, sections 10, 11 and 14). It also holds the
+// authority's key files and configuration file (keys.go, config.go;
+// docs/authority-operators.md).
 package authority
 
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +23,7 @@ import (
 
 	"github.com/veilnet/veil/directory"
 	"github.com/veilnet/veil/internal/dirclient"
+	"github.com/veilnet/veil/relay/dircache"
 )
 
 // Server timeouts and limits.
@@ -30,6 +35,9 @@ const (
 	MaxHeaderBytes    = 8 << 10
 	// MaxConcurrentRequests bounds requests handled at once; more get 503.
 	MaxConcurrentRequests = 64
+	// SelfCertLifetime is the lifetime of the certificate New issues when
+	// given an online identity key instead of a signer.
+	SelfCertLifetime = 365 * 24 * time.Hour
 	// shutdownTimeout bounds the graceful part of Run's shutdown.
 	shutdownTimeout = 5 * time.Second
 )
@@ -43,10 +51,22 @@ var (
 
 // Config configures an authority daemon.
 type Config struct {
-	Identity ed25519.PrivateKey // this authority's identity key
-	Network  *directory.Network // the network file; must list Name with Identity's public key
+	// Signer is the authority's online signing key and the certificate
+	// its (possibly offline) identity key issued for it.
+	Signer *directory.Signer
+	// Identity, used only if Signer is nil, is an online identity key:
+	// New then certifies a fresh signing key with it for
+	// SelfCertLifetime (the testnet does this).
+	Identity ed25519.PrivateKey
+	Network  *directory.Network // the network file; must list Name with the signer's identity
 	Name     string             // this authority's name in the network file
 	Listener net.Listener       // where to serve HTTP; closed by Run
+	// Params are the consensus parameters this authority proposes.
+	Params directory.Params
+	// BadExits are relays this authority's operator votes BadExit.
+	BadExits []directory.RelayID
+	// Tester tests reachability; nil means LinkTester().
+	Tester Tester
 	// Interval, VoteDelay and SigDelay are the voting schedule; all
 	// authorities of a network must use the same values.
 	Interval, VoteDelay, SigDelay time.Duration
@@ -59,6 +79,7 @@ type Config struct {
 type Authority struct {
 	cfg    Config
 	sched  directory.Schedule
+	tester Tester
 	log    *slog.Logger
 	now    func() time.Time
 	client *dirclient.Client
@@ -69,6 +90,7 @@ type Authority struct {
 	mu            sync.Mutex // guards the fields below and all calls into core
 	core          *directory.Authority
 	published     []byte
+	publishedDoc  *dircache.Document
 	publishedVA   time.Time
 	publishedVU   time.Time
 	publishedSigs int
@@ -80,13 +102,31 @@ func New(cfg Config) (*Authority, error) {
 	if cfg.Network == nil || cfg.Listener == nil {
 		return nil, fmt.Errorf("%w: Network and Listener are required", ErrConfig)
 	}
-	if len(cfg.Identity) != ed25519.PrivateKeySize {
-		return nil, fmt.Errorf("%w: identity key", ErrConfig)
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Signer == nil {
+		if len(cfg.Identity) != ed25519.PrivateKeySize {
+			return nil, fmt.Errorf("%w: a signer or an identity key is required", ErrConfig)
+		}
+		s, err := directory.SelfSigner(&directory.KeyPair{Ed: cfg.Identity}, rand.Reader, cfg.Now(), SelfCertLifetime)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+		cfg.Signer = s
+	}
+	if cfg.Tester == nil {
+		cfg.Tester = LinkTester()
 	}
 	sched := directory.Schedule{Interval: cfg.Interval, VoteDelay: cfg.VoteDelay, SigDelay: cfg.SigDelay}
-	core, err := directory.NewAuthority(cfg.Network, sched, cfg.Identity)
+	core, err := directory.NewAuthority(directory.AuthorityConfig{
+		Network: cfg.Network, Schedule: sched, Signer: cfg.Signer, Params: cfg.Params, BadExits: cfg.BadExits,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if _, err := cfg.Signer.Cert.Check(cfg.Network, cfg.Now()); err != nil {
+		return nil, fmt.Errorf("%w: signing certificate: %w", ErrConfig, err)
 	}
 	self := core.Self()
 	if cfg.Network.Authorities[self].Name != cfg.Name {
@@ -95,6 +135,7 @@ func New(cfg Config) (*Authority, error) {
 	a := &Authority{
 		cfg:    cfg,
 		sched:  sched,
+		tester: cfg.Tester,
 		log:    cfg.Logger,
 		now:    cfg.Now,
 		client: cfg.Client,
@@ -106,9 +147,6 @@ func New(cfg Config) (*Authority, error) {
 		a.log = slog.New(slog.DiscardHandler)
 	}
 	a.log = a.log.With("authority", cfg.Name)
-	if a.now == nil {
-		a.now = time.Now
-	}
 	if a.client == nil {
 		a.client = dirclient.New(nil)
 	}
@@ -137,10 +175,14 @@ func (a *Authority) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(a.cfg.Listener) }()
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		a.loop(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		a.reachLoop(ctx)
 	}()
 	a.log.Info("directory authority running", "network", a.cfg.Network.Name)
 

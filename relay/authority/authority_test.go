@@ -82,6 +82,7 @@ func (tn *testNet) start(t *testing.T, which ...int) ([]*Authority, func()) {
 		a, err := New(Config{
 			Identity: tn.keys[i], Network: tn.net, Name: tn.net.Authorities[i].Name, Listener: tn.listeners[i],
 			Interval: testInterval, VoteDelay: testVoteDelay, SigDelay: testSigDelay, Logger: testLogger(t),
+			Tester: func(context.Context, directory.ReachabilityTarget) error { return nil },
 		})
 		if err != nil {
 			t.Fatalf("New: %v", err)

@@ -101,13 +101,15 @@ func (a *Authority) postDescriptor(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-func (a *Authority) getConsensus(w http.ResponseWriter, _ *http.Request) {
-	doc, err := a.Consensus()
-	if err != nil {
+func (a *Authority) getConsensus(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	doc := a.publishedDoc
+	a.mu.Unlock()
+	if doc == nil || a.now().After(doc.ValidUntil) {
 		http.Error(w, "no valid consensus", http.StatusNotFound)
 		return
 	}
-	writeDoc(w, doc)
+	doc.ServeHTTP(w, r)
 }
 
 func (a *Authority) postVote(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/veilnet/veil/directory"
+	"github.com/veilnet/veil/relay/dircache"
 )
 
 // peers returns the indexes of the other authorities.
@@ -118,6 +119,7 @@ func (a *Authority) tryPublish(va time.Time) error {
 		return err
 	}
 	a.published, a.publishedVA, a.publishedVU, a.publishedSigs = doc, c.ValidAfter, c.ValidUntil, n
+	a.publishedDoc = dircache.NewDocument(doc, c.ValidUntil)
 	a.log.Info("published consensus", "valid_after", va, "relays", len(c.Relays), "signatures", n)
 	return nil
 }
