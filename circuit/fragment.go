@@ -28,10 +28,11 @@ import (
 const (
 	MaxHandshakeSize  = maxHandshakeMessageSize
 	MaxFragmentedSize = 4096
-	// RelayMore marks a relay message fragment that has more to follow.
-	RelayMore        RelayCmd = 0x80
-	createHeaderSize          = 4
+	createHeaderSize  = 4
 )
+
+// RelayMore marks a relay message fragment that has more to follow.
+const RelayMore RelayCmd = 0x80
 
 // CreatePayloads returns the CREATE cell payloads carrying one handshake
 // message.

@@ -82,12 +82,6 @@ func ParseOnionPublic(x25519Pub [32]byte, kemPub []byte) (*OnionPublic, error) {
 	return &OnionPublic{X25519: x25519Pub, KEM: k, ID: OnionKeyID(x25519Pub, kemPub)}, nil
 }
 
-// hybridClient is the client's half of a hybrid handshake.
-type hybridClient struct {
-	hs  *noise.HandshakeState
-	psk [crypto.KEMSharedKeySize]byte
-}
-
 // NewHybridClientHandshake starts a hybrid handshake with the relay for
 // position pos and returns message 1.
 func NewHybridClientHandshake(rand io.Reader, relayID [32]byte, onion *OnionPublic, pos int) (*ClientHandshake, []byte, error) {
