@@ -28,6 +28,9 @@ const (
 	KindIdentity = "ed25519-identity"
 	KindStatic   = "x25519-static"
 	KindOnion    = "onion-v1"
+	// KindMLDSASeed is a 32-byte ML-DSA-65 seed (an authority's
+	// post-quantum identity or signing key).
+	KindMLDSASeed = "mldsa65-seed"
 )
 
 // keyLen is the length of the key material each kind holds.

@@ -22,10 +22,12 @@ usage:
   veil relay init --dir DIR        create a relay's keys and print its fingerprint
   veil relay run  --dir DIR --network FILE --listen ADDR [--exit-policy POLICY]
                                    run a relay
-  veil authority init --dir DIR --name NAME --address HOST:PORT
-                                   create an authority's key and print its network-file entry
-  veil authority run  --dir DIR --network FILE
-                                   run a directory authority
+  veil authority init --dir DIR --name NAME --address HOST:PORT [--pq]
+                                   create an authority's identity key, signing key and
+                                   certificate, and print its network-file entry
+  veil authority certify --identity-dir DIR --dir DIR
+                                   issue a new signing key and certificate (identity offline)
+  veil authority run --config FILE run a directory authority
 
 Every command takes -v for debug logs. See README.md and docs/.
 `

@@ -29,8 +29,8 @@ const (
 	FileSigningPQ  = "signing-pq.key"
 	FileCert       = "certificate"
 
-	kindEd = crypto.KindIdentity // an Ed25519 seed
-	kindPQ = "mldsa65-seed"      // a 32-byte ML-DSA-65 seed
+	kindEd = crypto.KindIdentity  // an Ed25519 seed
+	kindPQ = crypto.KindMLDSASeed // a 32-byte ML-DSA-65 seed
 
 	// DefaultCertLifetime is the lifetime of certificates issued by
 	// InitKeys and Certify unless told otherwise.
