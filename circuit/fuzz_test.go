@@ -312,7 +312,7 @@ func FuzzDecodeRelayMsg(f *testing.F) {
 			}
 			return
 		}
-		if m.Cmd < RelayBegin || m.Cmd > RelayDrop {
+		if m.Cmd < RelayBegin || m.Cmd > maxRelayCmd {
 			t.Fatalf("accepted relay command %d", m.Cmd)
 		}
 		n := len(m.Data)
