@@ -23,18 +23,25 @@ type clientLink struct {
 
 // clientCirc is one circuit and its streams.
 type clientCirc struct {
-	mu        sync.Mutex
-	cc        *circuit.ClientCircuit
-	link      *clientLink
-	id        uint32
-	acts      circuit.ClientActions
-	step      chan error // a hop was added, or the circuit failed
-	streams   map[uint16]*Stream
-	exit      *directory.RouterStatus
-	path      []*directory.RouterStatus
+	mu      sync.Mutex
+	cc      *circuit.ClientCircuit
+	link    *clientLink
+	id      uint32
+	acts    circuit.ClientActions
+	step    chan error // a hop was added, or the circuit failed
+	streams map[uint16]*Stream
+	exit    *directory.RouterStatus
+	path    []*directory.RouterStatus
+	stable  bool      // every hop was chosen Stable (for long-lived ports)
+	built   time.Time // when the last hop was added; set before addCirc
+	dead    bool
+
+	// Guarded by Client.mu. A circuit is clean until its first stream
+	// claims it for that stream's isolation key; after that only streams
+	// with the same key may use it, until it is retired.
 	isolation string
-	firstUse  time.Time
-	dead      bool
+	firstUse  time.Time // zero while clean
+	retired   bool      // takes no new streams
 }
 
 var errDestroyed = errors.New("client: circuit destroyed")
@@ -44,8 +51,12 @@ var errDestroyed = errors.New("client: circuit destroyed")
 func (c *Client) linkTo(ctx context.Context, g *directory.RouterStatus) (*clientLink, error) {
 	c.mu.Lock()
 	if l, ok := c.links[g.ID]; ok {
-		c.mu.Unlock()
-		return l, nil
+		select {
+		case <-l.link.Done(): // closing: its reader will remove it
+		default:
+			c.mu.Unlock()
+			return l, nil
+		}
 	}
 	c.mu.Unlock()
 	throwaway, err := crypto.GenerateStaticKey(c.cfg.Rand)
@@ -54,8 +65,12 @@ func (c *Client) linkTo(ctx context.Context, g *directory.RouterStatus) (*client
 	}
 	link, err := linkio.Dial(ctx, &c.dialer, g.Address.String(), &throwaway, g.LinkKey, c.cfg.Rand)
 	if err != nil {
-		return nil, fmt.Errorf("client: link to guard: %w", err)
+		if ctx.Err() == nil || errors.Is(err, context.DeadlineExceeded) {
+			c.guardResult(g, false)
+		}
+		return nil, fmt.Errorf("client: link to guard %s: %w", g.Nickname, err)
 	}
+	c.guardResult(g, true)
 	cl := &clientLink{link: link, circs: make(map[uint32]*clientCirc)}
 	c.mu.Lock()
 	if c.closed {
@@ -64,9 +79,13 @@ func (c *Client) linkTo(ctx context.Context, g *directory.RouterStatus) (*client
 		return nil, ErrClosed
 	}
 	if old, ok := c.links[g.ID]; ok {
-		c.mu.Unlock()
-		link.Close()
-		return old, nil
+		select {
+		case <-old.link.Done():
+		default:
+			c.mu.Unlock()
+			link.Close()
+			return old, nil
+		}
 	}
 	c.links[g.ID] = cl
 	c.mu.Unlock()
@@ -162,6 +181,11 @@ func (c *Client) apply(circ *clientCirc) {
 			s.push(d.Data)
 		}
 	}
+	for _, id := range a.Finished {
+		if s := circ.streams[id]; s != nil {
+			s.finished()
+		}
+	}
 	for _, e := range a.Ends {
 		if s := circ.streams[e.StreamID]; s != nil {
 			delete(circ.streams, e.StreamID)
@@ -210,20 +234,78 @@ func (c *Client) kill(circ *clientCirc, sendDestroy bool) {
 	c.mu.Unlock()
 }
 
-// buildCircuit picks a path for port and builds it hop by hop.
-func (c *Client) buildCircuit(ctx context.Context, isolation string, port uint16) (*clientCirc, error) {
+// guardResult records whether connecting to guard g worked, and writes
+// the state file if the guard's state changed.
+func (c *Client) guardResult(g *directory.RouterStatus, ok bool) {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	var changed bool
+	if ok {
+		changed = c.guards.MarkConnected(g.ID, now)
+	} else {
+		changed = c.guards.MarkFailed(g.ID, now)
+		c.guards = UpdateGuards(c.guards, c.consensus, now, c.cfg.Rand)
+	}
+	c.mu.Unlock()
+	if !ok {
+		c.log.Info("guard unreachable; using the next guard", "guard", g.Nickname)
+	}
+	if changed {
+		c.saveState()
+	}
+}
+
+// suspectFor is how long a relay that failed to extend is avoided (when
+// other relays fit).
+const suspectFor = 2 * time.Minute
+
+// pickPath chooses a path for a circuit to port under the client's lock.
+func (c *Client) pickPath(port uint16) ([]*directory.RouterStatus, error) {
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.consensus == nil {
+		return nil, ErrNoConsensus
+	}
+	if len(c.guards.Entries) == 0 {
+		c.guards = UpdateGuards(c.guards, c.consensus, now, c.cfg.Rand)
+	}
+	for id, until := range c.suspect {
+		if !now.Before(until) {
+			delete(c.suspect, id)
+		}
+	}
+	return choosePath(&c.guards, c.consensus, now, c.cfg.Rand, pathReq{
+		port: port, stable: NeedsStable(port), length: c.cfg.PathLength,
+		avoid: func(r *directory.RouterStatus) bool { _, bad := c.suspect[r.ID]; return bad },
+	})
+}
+
+// buildCircuit picks a path for port and builds it hop by hop within the
+// learned build timeout. The circuit is not yet in c.circs (addCirc).
+func (c *Client) buildCircuit(ctx context.Context, port uint16) (*clientCirc, error) {
+	select {
+	case c.buildSem <- struct{}{}:
+		defer func() { <-c.buildSem }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	path, err := c.pickPath(port)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, CircuitBuildTimeout)
+	c.mu.Lock()
+	timeout := c.cbt.Timeout()
+	c.mu.Unlock()
+	start := time.Now()
+	bctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cl, err := c.linkTo(ctx, path[0])
+	cl, err := c.linkTo(bctx, path[0])
 	if err != nil {
 		return nil, err
 	}
 	circ := &clientCirc{cc: circuit.NewClientCircuit(c.cfg.Now), link: cl, step: make(chan error, 1),
-		streams: make(map[uint16]*Stream), exit: path[len(path)-1], path: path, isolation: isolation}
+		streams: make(map[uint16]*Stream), exit: path[len(path)-1], path: path, stable: NeedsStable(port)}
 	cl.mu.Lock()
 	for {
 		cl.nextID = (cl.nextID + 1) &^ circuit.CircIDHighBit
@@ -243,7 +325,7 @@ func (c *Client) buildCircuit(ctx context.Context, isolation string, port uint16
 		err = cl.link.Send(&cell)
 	}
 	if err == nil {
-		err = circ.wait(ctx)
+		err = circ.wait(bctx)
 	}
 	for i := 1; i < len(path) && err == nil; i++ {
 		circ.mu.Lock()
@@ -254,15 +336,38 @@ func (c *Client) buildCircuit(ctx context.Context, isolation string, port uint16
 		}
 		circ.mu.Unlock()
 		if err == nil {
-			err = circ.wait(ctx)
+			err = circ.wait(bctx)
 		}
 	}
 	if err != nil {
 		c.kill(circ, true)
+		c.buildFailed(ctx, bctx, circ, path)
 		return nil, fmt.Errorf("client: building circuit: %w", err)
 	}
-	c.log.Debug("circuit built", "hops", len(path))
+	took := time.Since(start)
+	c.mu.Lock()
+	c.cbt.Observe(took)
+	c.mu.Unlock()
+	circ.built = c.cfg.Now()
+	c.log.Debug("circuit built", "hops", len(path), "took", took)
 	return circ, nil
+}
+
+// buildFailed learns from a failed build: a timeout (bctx expired, ctx did
+// not) teaches the build timeout; the relay the circuit was being extended
+// to is avoided for suspectFor.
+func (c *Client) buildFailed(ctx, bctx context.Context, circ *clientCirc, path []*directory.RouterStatus) {
+	circ.mu.Lock()
+	hops := circ.cc.Hops()
+	circ.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if bctx.Err() != nil && ctx.Err() == nil {
+		c.cbt.ObserveTimeout()
+	}
+	if hops >= 1 && hops < len(path) && ctx.Err() == nil {
+		c.suspect[path[hops].ID] = c.cfg.Now().Add(suspectFor)
+	}
 }
 
 func (circ *clientCirc) wait(ctx context.Context) error {
@@ -274,8 +379,45 @@ func (circ *clientCirc) wait(ctx context.Context) error {
 	}
 }
 
-// circuitFor returns an open circuit usable for a new stream to port with
-// this isolation key, building one if none fits.
+// addCirc adds a built circuit to the open ones (clean, until claimed).
+func (c *Client) addCirc(circ *clientCirc) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	circ.mu.Lock()
+	dead := circ.dead
+	circ.mu.Unlock()
+	switch {
+	case c.closed:
+		go c.kill(circ, true)
+		return ErrClosed
+	case dead:
+		return errDestroyed
+	case len(c.circs) >= MaxCircuits:
+		go c.kill(circ, true)
+		return ErrTooManyCircuits
+	}
+	c.circs = append(c.circs, circ)
+	return nil
+}
+
+// usableFor reports whether circ may take a new stream to port with the
+// isolation key at now. c.mu is held.
+func (c *Client) usableFor(circ *clientCirc, isolation string, port uint16, now time.Time) bool {
+	if circ.retired || !circ.exit.ExitPolicy.AllowsPort(port) || (NeedsStable(port) && !circ.stable) {
+		return false
+	}
+	if !circ.firstUse.IsZero() && (circ.isolation != isolation || now.Sub(circ.firstUse) >= c.cfg.MaxCircuitDirtiness) {
+		return false
+	}
+	circ.mu.Lock()
+	defer circ.mu.Unlock()
+	return !circ.dead && circ.cc.StreamCount() < circuit.MaxStreamsPerCircuit
+}
+
+// circuitFor returns an open circuit for a new stream to port with this
+// isolation key, claiming it for the key: first a circuit already used by
+// the key, then a clean one; if none fits it builds one. Circuits used by
+// different keys are never shared.
 func (c *Client) circuitFor(ctx context.Context, isolation string, port uint16) (*clientCirc, error) {
 	now := c.cfg.Now()
 	c.mu.Lock()
@@ -283,26 +425,49 @@ func (c *Client) circuitFor(ctx context.Context, isolation string, port uint16) 
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
+	if _, ok := c.predicted[port]; !ok && len(c.predicted) >= maxPredictedPorts {
+		c.forgetOldestPort()
+	}
+	c.predicted[port] = now
+	var clean *clientCirc
 	for _, circ := range c.circs {
-		circ.mu.Lock()
-		ok := !circ.dead && circ.isolation == isolation &&
-			(circ.firstUse.IsZero() || now.Sub(circ.firstUse) < c.cfg.MaxCircuitDirtiness) &&
-			circ.exit.ExitPolicy.AllowsPort(port) && circ.cc.StreamCount() < circuit.MaxStreamsPerCircuit
-		circ.mu.Unlock()
-		if ok {
+		if !c.usableFor(circ, isolation, port, now) {
+			continue
+		}
+		if !circ.firstUse.IsZero() {
 			c.mu.Unlock()
 			return circ, nil
 		}
+		if clean == nil {
+			clean = circ
+		}
+	}
+	if clean != nil {
+		clean.isolation, clean.firstUse = isolation, now
+		c.mu.Unlock()
+		c.kickMaintenance() // replace the clean circuit just used
+		return clean, nil
 	}
 	c.mu.Unlock()
-	circ, err := c.buildCircuit(ctx, isolation, port)
+	c.kickMaintenance()
+	circ, err := c.buildCircuit(ctx, port)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.circs = append(c.circs, circ)
+	circ.isolation, circ.firstUse = isolation, c.cfg.Now()
 	c.mu.Unlock()
+	if err := c.addCirc(circ); err != nil {
+		return nil, err
+	}
 	return circ, nil
+}
+
+// retire stops circ from taking new streams; its open streams go on.
+func (c *Client) retire(circ *clientCirc) {
+	c.mu.Lock()
+	circ.retired = true
+	c.mu.Unlock()
 }
 
 // CircuitPaths returns the relays of each open circuit, guard first.

@@ -1,100 +1,165 @@
 package client
 
 import (
+	"io"
 	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/veilnet/veil/circuit"
 	"github.com/veilnet/veil/directory"
 )
 
-// Path selection: bandwidth-weighted among Running and Valid relays; the
-// exit needs the Exit flag and a policy that may accept the port; no relay
-// twice and no two relays in the same IPv4 /16 or IPv6 /32. The guard is
-// kept for the client's lifetime (persistent guards arrive with the
-// client issue) and replaced when it leaves the consensus.
+// Path selection (docs/client.md, "Paths"). A path is guard, middles, exit:
+//
+//   - the guard comes from the guard sample (guards.go);
+//   - the exit has Running, Valid and Exit, not BadExit, and a policy that
+//     may accept the port; the middles have Running and Valid;
+//   - no relay twice, and no two relays in one family or one IPv4 /16
+//     (IPv6 /32);
+//   - every hop is preferably Fast, and Stable too when the stream is
+//     long-lived (NeedsStable); if no relay meets the preference, it is
+//     dropped for that hop rather than failing;
+//   - relays that recently failed to extend are avoided while others fit;
+//   - every choice is weighted by bandwidth (relayWeight).
 
-// pickPath returns hops guard-first, exit last.
-func (c *Client) pickPath(port uint16) ([]*directory.RouterStatus, error) {
-	c.mu.Lock()
-	cons := c.consensus
-	guardID := c.guard
-	c.mu.Unlock()
-	if cons == nil {
-		return nil, ErrNoConsensus
+// role is the position a relay is weighted for.
+type role int
+
+const (
+	roleGuard role = iota
+	roleMiddle
+	roleExit
+)
+
+// relayWeight is r's selection weight for a role: its consensus bandwidth
+// (at least 1). Exit-flagged relays are weighted down to a third outside
+// the exit position, so that the scarce exit capacity is kept for exits
+// (what Tor's Wgd/Wmd consensus weights do); when the consensus gains
+// bandwidth weights they replace this rule.
+func relayWeight(r *directory.RouterStatus, ro role) int64 {
+	w := max(r.Bandwidth, 1)
+	if ro != roleExit && r.Flags.Has(directory.FlagExit) {
+		w = max(w/3, 1)
 	}
-	n := c.cfg.PathLength
-	usable := func(r *directory.RouterStatus) bool {
-		return r.Flags.Has(directory.FlagRunning | directory.FlagValid)
+	return w
+}
+
+// longLivedPorts are ports whose streams last long (Tor's LongLivedPorts):
+// their circuits prefer Stable relays.
+var longLivedPorts = []uint16{21, 22, 706, 1863, 5050, 5190, 5222, 5223, 6523, 6667, 6697, 8300}
+
+// NeedsStable reports whether streams to port prefer Stable relays.
+func NeedsStable(port uint16) bool { return slices.Contains(longLivedPorts, port) }
+
+// pathReq is what a path must satisfy.
+type pathReq struct {
+	port   uint16
+	stable bool
+	length int
+	avoid  func(*directory.RouterStatus) bool // recently failed relays; may be nil
+}
+
+// choosePath picks a path for req from the guard sample and the
+// consensus. It is a pure function of its arguments (rnd supplies the
+// randomness). It tries each guard in preference order until one admits an
+// exit and middles; it returns ErrNoGuard or ErrNoPath.
+func choosePath(gs *GuardSet, cons *directory.Consensus, now time.Time, rnd io.Reader, req pathReq) ([]*directory.RouterStatus, error) {
+	tried := map[directory.RelayID]bool{}
+	for range MaxSampledGuards {
+		guard := PickGuard(gs, cons, now, func(r *directory.RouterStatus) bool { return tried[r.ID] })
+		if guard == nil {
+			if len(tried) == 0 {
+				return nil, ErrNoGuard
+			}
+			return nil, ErrNoPath
+		}
+		tried[guard.ID] = true
+		if p := pathFrom(guard, cons, rnd, req); p != nil {
+			return p, nil
+		}
 	}
-	exit := c.weightedPick(cons, func(r *directory.RouterStatus) bool {
-		return usable(r) && r.Flags.Has(directory.FlagExit) && r.ExitPolicy != nil && r.ExitPolicy.AllowsPort(port)
+	return nil, ErrNoPath
+}
+
+// pathFrom completes a path starting at guard, or returns nil.
+func pathFrom(guard *directory.RouterStatus, cons *directory.Consensus, rnd io.Reader, req pathReq) []*directory.RouterStatus {
+	path := []*directory.RouterStatus{guard}
+	fits := func(r *directory.RouterStatus) bool {
+		return r.Flags.Has(directory.FlagRunning|directory.FlagValid) && !conflictsWithAny(r, path)
+	}
+	exit := pickPreferred(cons, rnd, roleExit, req, func(r *directory.RouterStatus) bool {
+		return fits(r) && r.Flags.Has(directory.FlagExit) && !r.Flags.Has(directory.FlagBadExit) &&
+			r.ExitPolicy != nil && r.ExitPolicy.AllowsPort(req.port)
 	})
 	if exit == nil {
-		return nil, ErrNoPath
+		return nil
 	}
-	path := []*directory.RouterStatus{exit}
-	fits := func(r *directory.RouterStatus) bool {
-		for _, p := range path {
-			if p.ID == r.ID || sameSubnet(p.Address.Addr(), r.Address.Addr()) {
-				return false
-			}
-		}
-		return true
-	}
-	var guard *directory.RouterStatus
-	if guardID != nil {
-		if g := cons.Relay(*guardID); g != nil && usable(g) && fits(g) {
-			guard = g
-		}
-	}
-	if guard == nil {
-		guard = c.weightedPick(cons, func(r *directory.RouterStatus) bool {
-			return usable(r) && r.Flags.Has(directory.FlagGuard) && fits(r)
-		})
-		if guard == nil {
-			return nil, ErrNoPath
-		}
-		if guardID == nil {
-			id := guard.ID
-			c.mu.Lock()
-			c.guard = &id
-			c.mu.Unlock()
-		}
-	}
-	path = append(path, guard)
-	for len(path) < n {
-		m := c.weightedPick(cons, func(r *directory.RouterStatus) bool { return usable(r) && fits(r) })
+	path = append(path, exit)
+	for len(path) < req.length {
+		m := pickPreferred(cons, rnd, roleMiddle, req, fits)
 		if m == nil {
-			return nil, ErrNoPath
+			return nil
 		}
 		path = append(path, m)
 	}
-	// Reorder to guard, middles, exit.
-	out := make([]*directory.RouterStatus, 0, n)
+	// guard, exit, middles... → guard, middles..., exit
+	out := make([]*directory.RouterStatus, 0, len(path))
 	out = append(out, guard)
 	out = append(out, path[2:]...)
-	return append(out, exit), nil
+	return append(out, exit)
+}
+
+// pickPreferred picks among relays satisfying ok, preferring in turn:
+// Fast (+Stable if req.stable) and not avoided; not avoided; anything.
+func pickPreferred(cons *directory.Consensus, rnd io.Reader, ro role, req pathReq, ok func(*directory.RouterStatus) bool) *directory.RouterStatus {
+	want := directory.FlagFast
+	if req.stable {
+		want |= directory.FlagStable
+	}
+	avoided := func(r *directory.RouterStatus) bool { return req.avoid != nil && req.avoid(r) }
+	if r := weightedPick(cons, rnd, ro, func(r *directory.RouterStatus) bool {
+		return ok(r) && r.Flags.Has(want) && !avoided(r)
+	}); r != nil {
+		return r
+	}
+	if r := weightedPick(cons, rnd, ro, func(r *directory.RouterStatus) bool { return ok(r) && !avoided(r) }); r != nil {
+		return r
+	}
+	return weightedPick(cons, rnd, ro, ok)
+}
+
+// conflictsWithAny reports whether r may not share a circuit with any of
+// path: the same relay, a family member (either side's declaration), or the
+// same IPv4 /16 or IPv6 /32.
+func conflictsWithAny(r *directory.RouterStatus, path []*directory.RouterStatus) bool {
+	for _, p := range path {
+		if p.ID == r.ID || p.InFamily(r.ID) || r.InFamily(p.ID) || sameSubnet(p.Address.Addr(), r.Address.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // weightedPick chooses among relays satisfying ok, with probability
-// proportional to bandwidth (each counted as at least 1).
-func (c *Client) weightedPick(cons *directory.Consensus, ok func(*directory.RouterStatus) bool) *directory.RouterStatus {
+// proportional to relayWeight for the role; nil if none does.
+func weightedPick(cons *directory.Consensus, rnd io.Reader, ro role, ok func(*directory.RouterStatus) bool) *directory.RouterStatus {
 	var total int64
 	for i := range cons.Relays {
 		if ok(&cons.Relays[i]) {
-			total += max(cons.Relays[i].Bandwidth, 1)
+			total += relayWeight(&cons.Relays[i], ro)
 		}
 	}
 	if total == 0 {
 		return nil
 	}
-	x := c.randIntn64(total)
+	x := randIntn64(rnd, total)
 	for i := range cons.Relays {
 		r := &cons.Relays[i]
 		if !ok(r) {
 			continue
 		}
-		x -= max(r.Bandwidth, 1)
+		x -= relayWeight(r, ro)
 		if x < 0 {
 			return r
 		}
@@ -102,7 +167,9 @@ func (c *Client) weightedPick(cons *directory.Consensus, ok func(*directory.Rout
 	return nil
 }
 
-func (c *Client) randIntn64(n int64) int64 {
+// randIntn64 returns a uniform value in [0, n) read from rnd (0 if n <= 1
+// or rnd fails).
+func randIntn64(rnd io.Reader, n int64) int64 {
 	if n <= 1 {
 		return 0
 	}
@@ -110,7 +177,7 @@ func (c *Client) randIntn64(n int64) int64 {
 	// Rejection sampling for an unbiased draw.
 	limit := ^uint64(0) - (^uint64(0) % uint64(n))
 	for {
-		if _, err := c.cfg.Rand.Read(b[:]); err != nil {
+		if _, err := io.ReadFull(rnd, b[:]); err != nil {
 			return 0
 		}
 		v := uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |

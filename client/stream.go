@@ -43,50 +43,82 @@ func (e *StreamError) Error() string {
 	}
 }
 
-// Dial opens a stream to addr ("host:port") through the network. Only
-// "tcp" is supported. The host is resolved by the exit, never locally.
+// Dial opens a stream to addr ("host:port") through the network, with
+// isolation key "" (see DialIsolated). Only "tcp", "tcp4" and "tcp6" are
+// supported. The host is resolved by the exit, never locally.
 func (c *Client) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return c.DialIsolated(ctx, "", network, addr)
+}
+
+// splitTarget checks network and splits addr into host and a non-zero port.
+func splitTarget(network, addr string) (string, uint16, error) {
 	if network != "tcp" && network != "tcp4" && network != "tcp6" {
-		return nil, fmt.Errorf("client: network %q not supported", network)
+		return "", 0, fmt.Errorf("client: network %q not supported", network)
 	}
 	host, portStr, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return "", 0, fmt.Errorf("client: %w", err)
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil || port == 0 {
-		return nil, fmt.Errorf("client: bad port %q", portStr)
+		return "", 0, fmt.Errorf("client: bad port %q", portStr)
 	}
-	return c.DialStream(ctx, "", host, uint16(port))
+	return host, uint16(port), nil
 }
 
 // DialStream opens a stream to host:port on a circuit reserved for the
-// isolation key: streams with different keys never share a circuit. On
-// failure it retries once on a fresh circuit, unless the exit refused the
-// target itself.
+// isolation key: streams with different keys never share a circuit. host
+// is a name or an IP literal and is resolved by the exit, never locally.
+//
+// A stream is tried on up to dialAttempts circuits: when a circuit cannot
+// be built (another path is chosen), when the circuit dies, or when the
+// exit does not answer within StreamAttemptTimeout (that circuit is then
+// retired). When the exit itself refuses or fails the target (a
+// *StreamError other than a closed circuit or exhausted resources), that
+// answer is returned at once: another circuit would not help. Attempts
+// are spaced 100, 200, 400 ms apart; the whole call is bounded by
+// StreamOpenTimeout and ctx.
 func (c *Client) DialStream(ctx context.Context, isolation, host string, port uint16) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, StreamOpenTimeout)
 	defer cancel()
 	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < dialAttempts && ctx.Err() == nil; attempt++ {
+		if attempt > 0 { // 100, 200, 400 ms: let a dying link or relay be noticed
+			t := time.NewTimer(100 * time.Millisecond << (attempt - 1))
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		circ, err := c.circuitFor(ctx, isolation, port)
+		if errors.Is(err, ErrClosed) {
+			return nil, err
+		}
 		if err != nil {
 			lastErr = err
-			if ctx.Err() != nil {
-				break
-			}
 			continue
 		}
-		s, err := c.openStream(ctx, circ, host, port)
+		actx, acancel := context.WithTimeout(ctx, StreamAttemptTimeout)
+		s, err := c.openStream(actx, circ, host, port)
+		acancel()
 		if err == nil {
 			return s, nil
 		}
 		lastErr = err
 		var se *StreamError
-		if errors.As(err, &se) && se.Reason != circuit.EndDestroy && se.Reason != circuit.EndResourceLimit {
+		switch {
+		case errors.As(err, &se) && se.Reason != circuit.EndDestroy && se.Reason != circuit.EndResourceLimit:
 			return nil, err // the exit answered; another circuit would not help
+		case errors.As(err, &se):
+			c.kill(circ, true)
+		default: // the exit did not answer in time
+			c.retire(circ)
 		}
-		c.kill(circ, true)
+		c.log.Debug("stream attempt failed; trying another circuit", "attempt", attempt+1, "err", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("client: opening stream: %w (last error: %v)", err, lastErr)
 	}
 	return nil, lastErr
 }
@@ -105,9 +137,6 @@ func (c *Client) openStream(ctx context.Context, circ *clientCirc, host string, 
 	}
 	s := newStream(c, circ, id)
 	circ.streams[id] = s
-	if circ.firstUse.IsZero() {
-		circ.firstUse = c.cfg.Now()
-	}
 	c.apply(circ)
 	circ.mu.Unlock()
 	select {
@@ -136,9 +165,11 @@ type Stream struct {
 	once   sync.Once
 
 	// Guarded by circ.mu.
-	chunks    [][]byte
-	endReason circuit.EndReason
-	remoteEOF bool
+	chunks      [][]byte
+	endReason   circuit.EndReason
+	remoteEOF   bool // the stream is over: reads end, writes fail
+	writeClosed bool // CloseWrite sent FIN: writes fail, reads go on
+	readEOF     bool // the exit sent FIN: reads end, writes go on
 
 	dlMu          sync.Mutex
 	readDeadline  time.Time
@@ -159,6 +190,17 @@ func (s *Stream) push(b []byte) {
 	notify(s.readyR)
 }
 func (s *Stream) wake() { notify(s.readyW) }
+
+// finished: the exit half-closed (FIN); reads return io.EOF once the
+// buffered bytes are read, and writes go on.
+func (s *Stream) finished() {
+	s.readEOF = true
+	if s.writeClosed { // both ends finished: the circuit forgot the stream
+		delete(s.circ.streams, s.id)
+		s.once.Do(func() { close(s.done) })
+	}
+	notify(s.readyR)
+}
 func (s *Stream) ended(reason circuit.EndReason) {
 	if reason != circuit.EndDone {
 		s.endReason = reason
@@ -211,7 +253,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 			s.circ.mu.Unlock()
 			return n, nil
 		}
-		eof, reason := s.remoteEOF, s.endReason
+		eof, reason := s.remoteEOF || s.readEOF, s.endReason
 		s.circ.mu.Unlock()
 		if eof {
 			if reason != 0 {
@@ -234,7 +276,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 	written := 0
 	for written < len(p) {
 		s.circ.mu.Lock()
-		if s.remoteEOF || s.circ.dead {
+		if s.remoteEOF || s.writeClosed || s.circ.dead {
 			s.circ.mu.Unlock()
 			return written, net.ErrClosed
 		}
@@ -318,7 +360,25 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// CloseWrite is Close: veil streams, like Tor's, have no half-closed state,
-// so an application's EOF ends the stream (and the SOCKS session with it)
-// instead of leaving it open until the target hangs up.
-func (s *Stream) CloseWrite() error { return s.Close() }
+// CloseWrite half-closes the stream: it sends FIN, after which writes
+// fail but reads go on until the exit finishes or ends the stream (the exit
+// passes the half-close on to the target with its own CloseWrite).
+func (s *Stream) CloseWrite() error {
+	s.circ.mu.Lock()
+	defer s.circ.mu.Unlock()
+	if s.writeClosed || s.remoteEOF || s.circ.dead || s.circ.streams[s.id] != s {
+		return nil
+	}
+	s.writeClosed = true
+	s.circ.acts.Reset()
+	err := s.circ.cc.FinishStream(s.id, &s.circ.acts)
+	if err == nil {
+		s.c.apply(s.circ)
+	}
+	if s.readEOF { // the exit had finished first: the stream is gone
+		delete(s.circ.streams, s.id)
+		s.once.Do(func() { close(s.done) })
+	}
+	notify(s.readyW)
+	return err
+}
