@@ -5,18 +5,29 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/veilnet/veil/circuit"
 	"github.com/veilnet/veil/internal/linkio"
+	"github.com/veilnet/veil/relay/metrics"
 )
 
 // linkState is one link and the circuits that use it.
 type linkState struct {
 	link    *linkio.Conn
+	sched   *linkSched
+	remote  netip.Addr // the peer's address (limits only; never logged by default)
+	relay   bool       // the peer is a relay: we dialed it, or it is in the consensus
 	mu      sync.Mutex
 	circs   map[uint32]circSide
-	pending map[uint32]*circuit.CreateAssembler // CREATEs still arriving in fragments
+	pending map[uint32]*pendingCreate // CREATEs still arriving in fragments
 	nextID  uint32
+}
+
+type pendingCreate struct {
+	asm     *circuit.CreateAssembler
+	started time.Time
 }
 
 // MaxPendingCreates bounds the fragmented CREATEs one link may have in
@@ -36,53 +47,77 @@ type circEntry struct {
 	rc      *circuit.RelayCircuit
 	prev    *linkState
 	prevID  uint32
+	prevQ   *cellQueue // cells toward the client, on prev's scheduler
 	next    *linkState
 	nextID  uint32
+	nextQ   *cellQueue // cells toward the next hop, on next's scheduler
 	streams map[uint16]*exitStream
 	acts    circuit.RelayActions
 	dead    bool
+	created bool        // the next hop answered CREATED
+	timer   *time.Timer // ExtendTimeout while waiting for CREATED
+	queued  atomic.Int64
 }
 
 var errCircuitIDs = errors.New("relay: no free circuit ID on link")
 
-func (r *Relay) addLink(link *linkio.Conn) (*linkState, bool) {
-	ls := &linkState{link: link, circs: make(map[uint32]circSide), pending: make(map[uint32]*circuit.CreateAssembler)}
+// addLink registers a link, starts its writer and makes it the canonical
+// link to its peer if it is the preferred one (canonical.go).
+func (r *Relay) addLink(link *linkio.Conn, dialed bool) (*linkState, bool) {
+	ls := &linkState{link: link, remote: remoteAddr(link.RemoteAddr()), relay: dialed || r.isKnownRelay(link.PeerStatic()),
+		circs: make(map[uint32]circSide), pending: make(map[uint32]*pendingCreate)}
+	ls.sched = newLinkSched(r, link)
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return nil, false
 	}
 	r.links[link] = ls
+	r.setCanonical(ls)
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() {
+		defer r.wg.Done()
+		ls.sched.run()
+	}()
+	r.metrics.Links.WithLabelValues(direction(dialed)).Inc()
 	return ls, true
+}
+
+func direction(dialed bool) string {
+	if dialed {
+		return "outbound"
+	}
+	return "inbound"
 }
 
 // serveLink reads cells from a link until it closes, then destroys every
 // circuit that used it.
-func (r *Relay) serveLink(link *linkio.Conn) {
-	ls, ok := r.addLink(link)
+func (r *Relay) serveLink(link *linkio.Conn, dialed bool) {
+	ls, ok := r.addLink(link, dialed)
 	if !ok {
 		link.Close()
 		return
 	}
-	r.readLink(ls)
+	r.readLink(ls, dialed)
 }
 
 // readLink is serveLink for a link already registered.
-func (r *Relay) readLink(ls *linkState) {
+func (r *Relay) readLink(ls *linkState, dialed bool) {
 	link := ls.link
 	err := link.ReadLoop(func(c *circuit.Cell) error { return r.handleCell(ls, c) })
-	r.log.Debug("link closed", "err", err)
+	r.log.Debug("link closed", "err", r.safeErr(err))
 	r.mu.Lock()
 	delete(r.links, link)
-	if r.byKey[link.PeerStatic()] == link {
-		delete(r.byKey, link.PeerStatic())
-	}
+	r.unsetCanonical(ls)
 	r.mu.Unlock()
+	r.metrics.Links.WithLabelValues(direction(dialed)).Dec()
 	ls.mu.Lock()
 	sides := make([]circSide, 0, len(ls.circs))
 	for _, s := range ls.circs {
 		sides = append(sides, s)
 	}
+	ls.pending = nil
 	ls.mu.Unlock()
 	for _, s := range sides {
 		r.destroy(s.e, circuit.DestroyConnectFailed, ls)
@@ -90,11 +125,13 @@ func (r *Relay) readLink(ls *linkState) {
 }
 
 func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
+	r.metrics.CellsRead.Inc()
+	r.metrics.BytesRead.Add(circuit.CellSize)
 	ls.mu.Lock()
-	asm := ls.pending[c.CircID]
+	pc := ls.pending[c.CircID]
 	ls.mu.Unlock()
-	if c.Cmd == circuit.CmdCreate || asm != nil {
-		return r.handleCreate(ls, c, asm)
+	if c.Cmd == circuit.CmdCreate || pc != nil {
+		return r.handleCreate(ls, c, pc)
 	}
 	ls.mu.Lock()
 	side, ok := ls.circs[c.CircID]
@@ -121,7 +158,12 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
 		err = e.rc.HandleForward(&c.Payload, &e.acts)
 	case c.Cmd == circuit.CmdRelay:
 		err = e.rc.HandleBackward(&c.Payload, &e.acts)
-	case c.Cmd == circuit.CmdCreated && !side.prev:
+	case c.Cmd == circuit.CmdCreated && !side.prev && !e.created:
+		e.created = true
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+		r.metrics.Handshake("extend", true)
 		err = e.rc.HandleCreated(&c.Payload, &e.acts)
 	default:
 		err = circuit.ErrProtocol
@@ -137,18 +179,27 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
 	return nil
 }
 
+// refuseCreate answers a CREATE with DESTROY(reason), counting why.
+func (r *Relay) refuseCreate(ls *linkState, id uint32, reason circuit.DestroyReason, why string) error {
+	if why != "" {
+		r.metrics.Refuse(why)
+	}
+	return ls.sched.control(circuit.DestroyCell(id, reason))
+}
+
 // handleCreate takes a CREATE cell, or any cell for a circuit whose
-// CREATE is still arriving in fragments (asm != nil).
-func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, asm *circuit.CreateAssembler) error {
+// CREATE is still arriving in fragments (pc != nil).
+func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) error {
 	var (
 		done bool
 		err  error
 	)
-	if asm != nil {
+	now := r.cfg.Now()
+	if pc != nil {
 		if c.Cmd != circuit.CmdCreate {
 			err = circuit.ErrProtocol
 		} else {
-			done, err = asm.Add(&c.Payload)
+			done, err = pc.asm.Add(&c.Payload)
 		}
 	} else {
 		// The side that opened the link picks IDs with the high bit set.
@@ -158,61 +209,96 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, asm *circuit.Create
 		}
 		ls.mu.Lock()
 		_, dup := ls.circs[c.CircID]
-		full := len(ls.circs) >= MaxCircuitsPerLink || len(ls.pending) >= MaxPendingCreates
+		for id, p := range ls.pending {
+			if now.Sub(p.started) > CreateTimeout {
+				delete(ls.pending, id)
+				r.metrics.Handshake("circuit", false)
+			}
+		}
+		fullCircs := len(ls.circs) >= MaxCircuitsPerLink
+		fullPending := len(ls.pending) >= MaxPendingCreates
 		ls.mu.Unlock()
-		if dup {
+		switch {
+		case dup:
 			return errors.New("relay: CREATE for an existing circuit")
+		case r.draining.Load():
+			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefuseDraining)
+		case fullCircs:
+			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefuseCircuitsPerLink)
+		case fullPending:
+			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefusePendingCreates)
+		case !ls.relay && !r.isKnownRelay(ls.link.PeerStatic()) && !r.creates.Allow(ls.remote, now):
+			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefuseCreateRate)
 		}
-		if full {
-			d := circuit.DestroyCell(c.CircID, circuit.DestroyResourceLimit)
-			return ls.link.Send(&d)
-		}
-		asm, done, err = circuit.StartCreate(&c.Payload)
+		pc = &pendingCreate{started: now}
+		pc.asm, done, err = circuit.StartCreate(&c.Payload)
 	}
 	ls.mu.Lock()
-	if err != nil || done {
-		delete(ls.pending, c.CircID)
-	} else {
-		ls.pending[c.CircID] = asm
+	if ls.pending != nil {
+		if err != nil || done {
+			delete(ls.pending, c.CircID)
+		} else {
+			ls.pending[c.CircID] = pc
+		}
 	}
 	ls.mu.Unlock()
 	if err != nil {
+		r.metrics.Handshake("circuit", false)
 		r.log.Debug("refusing CREATE", "err", err)
-		d := circuit.DestroyCell(c.CircID, circuit.DestroyProtocol)
-		return ls.link.Send(&d)
+		return r.refuseCreate(ls, c.CircID, circuit.DestroyProtocol, "")
 	}
 	if !done {
 		return nil
 	}
-	ht, hdata := asm.Message()
-	rc, created, err := circuit.AcceptCreate(r.cfg.Rand, r.cfg.Now, r.id, r.onions, ht, hdata)
+	ht, hdata := pc.asm.Message()
+	rc, created, err := circuit.AcceptCreate(r.cfg.Rand, r.cfg.Now, r.id, r.onionKeys(), ht, hdata)
+	r.metrics.Handshake("circuit", err == nil)
 	if err != nil {
 		r.log.Debug("refusing CREATE", "err", err)
-		d := circuit.DestroyCell(c.CircID, circuit.DestroyProtocol)
-		return ls.link.Send(&d)
+		return r.refuseCreate(ls, c.CircID, circuit.DestroyProtocol, "")
 	}
 	e := &circEntry{rc: rc, prev: ls, prevID: c.CircID, streams: make(map[uint16]*exitStream)}
+	e.prevQ = ls.sched.newQueue(e)
 	ls.mu.Lock()
+	if ls.pending == nil { // the link closed meanwhile
+		ls.mu.Unlock()
+		return nil
+	}
 	ls.circs[c.CircID] = circSide{e: e, prev: true}
 	ls.mu.Unlock()
+	r.mu.Lock()
+	r.circs[e] = struct{}{}
+	r.mu.Unlock()
+	r.metrics.Circuits.Inc()
 	reply := circuit.Cell{CircID: c.CircID, Cmd: circuit.CmdCreated, Payload: *created}
-	return ls.link.Send(&reply)
+	if ls.sched.push(e.prevQ, reply) != nil {
+		r.destroy(e, circuit.DestroyResourceLimit, nil)
+	}
+	return nil
 }
 
-// apply carries out e.acts. e.mu is held.
+// apply carries out e.acts. e.mu is held. It never blocks: cells go to
+// the circuit's queues, and a queue that overflows has the circuit
+// destroyed (asynchronously: destroy takes e.mu).
 func (r *Relay) apply(e *circEntry) {
 	a := &e.acts
-	for i := range a.ToNext {
-		a.ToNext[i].CircID = e.nextID
-		if e.next.link.Send(&a.ToNext[i]) != nil {
-			break
+	overflow := false
+	if len(a.ToNext) > 0 && e.next != nil {
+		for i := range a.ToNext {
+			a.ToNext[i].CircID = e.nextID
 		}
+		overflow = e.next.sched.push(e.nextQ, a.ToNext...) != nil
 	}
-	for i := range a.ToPrev {
-		a.ToPrev[i].CircID = e.prevID
-		if e.prev.link.Send(&a.ToPrev[i]) != nil {
-			break
+	if len(a.ToPrev) > 0 && !overflow {
+		for i := range a.ToPrev {
+			a.ToPrev[i].CircID = e.prevID
 		}
+		overflow = e.prev.sched.push(e.prevQ, a.ToPrev...) != nil
+	}
+	if overflow {
+		r.metrics.Refuse(metrics.RefuseQueueFull)
+		r.spawn(func() { r.destroy(e, circuit.DestroyResourceLimit, nil) })
+		return
 	}
 	if a.Extend != nil {
 		req := *a.Extend
@@ -221,9 +307,17 @@ func (r *Relay) apply(e *circEntry) {
 	for _, b := range a.Begins {
 		r.goCtx(func(ctx context.Context) { r.begin(ctx, e, b) })
 	}
+	for _, q := range a.Resolves {
+		r.goCtx(func(ctx context.Context) { r.resolveFor(ctx, e, q) })
+	}
 	for _, d := range a.Data {
 		if s := e.streams[d.StreamID]; s != nil {
 			s.deliver(d.Data)
+		}
+	}
+	for _, id := range a.Finished {
+		if s := e.streams[id]; s != nil {
+			s.finish()
 		}
 	}
 	for _, end := range a.Ends {
@@ -246,21 +340,16 @@ func (r *Relay) apply(e *circEntry) {
 // goCtx runs f in a goroutine the relay waits for on shutdown.
 func (r *Relay) goCtx(f func(context.Context)) {
 	r.mu.Lock()
-	if r.closed || r.ctx == nil {
-		r.mu.Unlock()
+	ctx := r.ctx
+	r.mu.Unlock()
+	if ctx == nil {
 		return
 	}
-	ctx := r.ctx
-	r.wg.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.wg.Done()
-		f(ctx)
-	}()
+	r.spawn(func() { f(ctx) })
 }
 
-// destroy tears e down: its streams close and the link other than from
-// (nil: both) gets a DESTROY.
+// destroy tears e down: its streams close, its queued cells are dropped
+// and the link other than from (nil: both) gets a DESTROY.
 func (r *Relay) destroy(e *circEntry, reason circuit.DestroyReason, from *linkState) {
 	e.mu.Lock()
 	if e.dead {
@@ -270,23 +359,36 @@ func (r *Relay) destroy(e *circEntry, reason circuit.DestroyReason, from *linkSt
 	e.dead = true
 	streams := e.streams
 	e.streams = nil
+	if e.timer != nil {
+		e.timer.Stop()
+	}
 	e.mu.Unlock()
+	r.mu.Lock()
+	_, listed := r.circs[e]
+	delete(r.circs, e)
+	r.mu.Unlock()
+	if listed {
+		r.metrics.Circuits.Dec()
+	}
 	for _, s := range streams {
 		s.close()
 	}
 	for _, side := range []struct {
 		ls *linkState
 		id uint32
-	}{{e.prev, e.prevID}, {e.next, e.nextID}} {
+		q  *cellQueue
+	}{{e.prev, e.prevID, e.prevQ}, {e.next, e.nextID, e.nextQ}} {
 		if side.ls == nil {
 			continue
+		}
+		if side.q != nil {
+			side.ls.sched.drop(side.q)
 		}
 		side.ls.mu.Lock()
 		delete(side.ls.circs, side.id)
 		side.ls.mu.Unlock()
 		if side.ls != from {
-			d := circuit.DestroyCell(side.id, reason)
-			side.ls.link.Send(&d)
+			side.ls.sched.control(circuit.DestroyCell(side.id, reason))
 		}
 	}
 }
@@ -296,18 +398,21 @@ func (r *Relay) extend(ctx context.Context, e *circEntry, req *circuit.ExtendReq
 	if req.Identity == r.id || req.LinkKey == r.cfg.LinkKey.Public || req.LinkKey == e.prev.link.PeerStatic() {
 		// Never to itself, and never back to the previous hop: a circuit
 		// that doubles back gains nothing and helps correlate.
+		r.metrics.Refuse(metrics.RefuseExtend)
 		r.destroy(e, circuit.DestroyProtocol, nil)
 		return
 	}
 	if !r.cfg.ExtendAllowPrivate && (isPrivate(req.Addr.Addr()) || req.Addr.Addr() == r.cfg.Advertise.Addr()) {
 		// Relays live on public addresses; extending to a private one
 		// would let clients probe the relay's own network.
+		r.metrics.Refuse(metrics.RefuseExtend)
 		r.destroy(e, circuit.DestroyConnectFailed, nil)
 		return
 	}
 	ls, err := r.linkTo(ctx, req.Addr, req.LinkKey)
 	if err != nil {
-		r.log.Debug("extend failed", "err", err)
+		r.metrics.Handshake("extend", false)
+		r.log.Debug("extend failed", "err", r.safeErr(err))
 		r.destroy(e, circuit.DestroyConnectFailed, nil)
 		return
 	}
@@ -318,9 +423,11 @@ func (r *Relay) extend(ctx context.Context, e *circEntry, req *circuit.ExtendReq
 	}
 	ls.mu.Unlock()
 	if err != nil {
+		r.metrics.Refuse(metrics.RefuseCircuitsPerLink)
 		r.destroy(e, circuit.DestroyResourceLimit, nil)
 		return
 	}
+	payloads, perr := circuit.CreatePayloads(req.HType, req.Handshake)
 	e.mu.Lock()
 	if e.dead {
 		e.mu.Unlock()
@@ -330,13 +437,28 @@ func (r *Relay) extend(ctx context.Context, e *circEntry, req *circuit.ExtendReq
 		return
 	}
 	e.next, e.nextID = ls, id
-	e.mu.Unlock()
-	payloads, err := circuit.CreatePayloads(req.HType, req.Handshake)
-	for i := 0; err == nil && i < len(payloads); i++ {
-		cell := circuit.Cell{CircID: id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
-		err = ls.link.Send(&cell)
+	e.nextQ = ls.sched.newQueue(e)
+	if perr == nil {
+		cells := make([]circuit.Cell, len(payloads))
+		for i := range payloads {
+			cells[i] = circuit.Cell{CircID: id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
+		}
+		perr = ls.sched.push(e.nextQ, cells...)
+		e.timer = time.AfterFunc(ExtendTimeout, func() { r.extendTimedOut(e) })
 	}
-	if err != nil {
+	e.mu.Unlock()
+	if perr != nil {
+		r.destroy(e, circuit.DestroyConnectFailed, nil)
+	}
+}
+
+// extendTimedOut destroys e if the next hop never answered CREATED.
+func (r *Relay) extendTimedOut(e *circEntry) {
+	e.mu.Lock()
+	waiting := !e.created && !e.dead
+	e.mu.Unlock()
+	if waiting {
+		r.metrics.Handshake("extend", false)
 		r.destroy(e, circuit.DestroyConnectFailed, nil)
 	}
 }
@@ -361,33 +483,4 @@ func (ls *linkState) allocID() (uint32, error) {
 		}
 	}
 	return 0, errCircuitIDs
-}
-
-// linkTo returns the canonical link to the relay with link key key,
-// dialing it if there is none.
-func (r *Relay) linkTo(ctx context.Context, addr netip.AddrPort, key [32]byte) (*linkState, error) {
-	r.mu.Lock()
-	if l, ok := r.byKey[key]; ok {
-		ls := r.links[l]
-		r.mu.Unlock()
-		if ls != nil {
-			return ls, nil
-		}
-	} else {
-		r.mu.Unlock()
-	}
-	link, err := linkio.Dial(ctx, &r.dialer, addr.String(), &r.cfg.LinkKey, key, r.cfg.Rand)
-	if err != nil {
-		return nil, err
-	}
-	ls, ok := r.addLink(link)
-	if !ok {
-		link.Close()
-		return nil, errors.New("relay: shutting down")
-	}
-	r.mu.Lock()
-	r.byKey[key] = link
-	r.mu.Unlock()
-	r.goCtx(func(context.Context) { r.readLink(ls) })
-	return ls, nil
 }

@@ -3,12 +3,17 @@ package relay
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/veilnet/veil/circuit"
+	"github.com/veilnet/veil/directory"
+	"github.com/veilnet/veil/relay/exitdns"
+	"github.com/veilnet/veil/relay/metrics"
 )
 
 // begin opens an exit stream: resolve the host here (the client never
@@ -43,6 +48,7 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 		conn.Close()
 		return
 	}
+	r.metrics.Streams.Inc()
 	r.apply(e)
 	r.goCtx(func(context.Context) { s.readLoop() })
 	r.goCtx(func(context.Context) { s.writeLoop() })
@@ -51,64 +57,136 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 // errExitRefused marks addresses the exit will not connect to.
 var errExitRefused = errors.New("relay: exit refuses this address")
 
+// maxDialAttempts bounds the addresses of one name the exit tries.
+const maxDialAttempts = 3
+
+// connectExit resolves host, keeps the addresses the policy allows and
+// connects to the first that answers, all within the DNS and connect
+// timeouts. On failure it returns the END reason for the client.
 func (r *Relay) connectExit(ctx context.Context, host string, port uint16) (net.Conn, circuit.EndReason) {
-	policy := r.cfg.ExitPolicy
+	targets, reason := r.exitTargets(ctx, host, port)
+	if reason != 0 {
+		return nil, reason
+	}
+	dctx, cancel := context.WithTimeout(ctx, r.cfg.ConnectTimeout)
+	defer cancel()
+	reason = circuit.EndNoRoute
+	for _, a := range targets {
+		conn, err := r.dialer.DialContext(dctx, "tcp", netip.AddrPortFrom(a, port).String())
+		if err == nil {
+			return conn, 0
+		}
+		r.log.Debug("exit connect failed", "target", r.sensitive(a), "err", r.safeErr(err))
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout(), dctx.Err() != nil:
+			return nil, circuit.EndTimeout
+		case isRefused(err):
+			reason = circuit.EndConnectRefused
+		default:
+			reason = circuit.EndNoRoute
+		}
+	}
+	return nil, reason
+}
+
+// exitTargets decides where a BEGIN for host:port may connect: the
+// resolved addresses (at most maxDialAttempts) that pass the private-
+// address rule and the exit policy, checked on the addresses themselves
+// after DNS. Otherwise it returns the END reason.
+func (r *Relay) exitTargets(ctx context.Context, host string, port uint16) ([]netip.Addr, circuit.EndReason) {
+	policy := r.policy.Load()
 	if policy == nil || !policy.AllowsPort(port) {
+		r.metrics.Refuse(metrics.RefuseExitPolicy)
 		return nil, circuit.EndExitPolicy
 	}
 	addrs, err := r.resolve(ctx, host)
 	if err != nil {
+		r.metrics.Refuse(metrics.RefuseResolve)
+		r.log.Debug("exit lookup failed", "host", r.sensitive(host), "err", r.safeErr(err))
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, circuit.EndTimeout
+		}
 		return nil, circuit.EndResolveFailed
 	}
-	var target netip.Addr
+	var targets []netip.Addr
 	for _, a := range addrs {
-		a = a.Unmap()
-		if r.exitAllowed(a, port) == nil {
-			target = a
-			break
+		if a = a.Unmap(); r.exitAllowed(policy, a, port) == nil && len(targets) < maxDialAttempts {
+			targets = append(targets, a)
 		}
 	}
-	if !target.IsValid() {
+	if len(targets) == 0 {
+		r.metrics.Refuse(metrics.RefuseExitPolicy)
 		return nil, circuit.EndExitPolicy
 	}
-	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
-	defer cancel()
-	conn, err := r.dialer.DialContext(dctx, "tcp", netip.AddrPortFrom(target, port).String())
-	if err != nil {
-		var ne net.Error
-		switch {
-		case errors.As(err, &ne) && ne.Timeout():
-			return nil, circuit.EndTimeout
-		case isRefused(err):
-			return nil, circuit.EndConnectRefused
-		default:
-			return nil, circuit.EndNoRoute
-		}
-	}
-	return conn, 0
+	return targets, 0
 }
 
+// resolve returns host's addresses: a literal as is, a name from the
+// cache or the resolver (within DNSTimeout).
 func (r *Relay) resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a}, nil
 	}
-	rctx, cancel := context.WithTimeout(ctx, ResolveTimeout)
+	if !exitdns.ValidName(host) {
+		return nil, exitdns.ErrBadName
+	}
+	now := r.cfg.Now()
+	if addrs, ok, err := r.dns.Get(host, now); ok {
+		r.metrics.DNSLookups.WithLabelValues("hit").Inc()
+		return addrs, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.DNSTimeout)
 	defer cancel()
-	return r.cfg.Resolver.LookupNetIP(rctx, "ip", host)
+	addrs, ttl, err := r.cfg.DNS.Resolve(rctx, host)
+	switch {
+	case errors.Is(err, exitdns.ErrNotFound):
+		r.metrics.DNSLookups.WithLabelValues("miss").Inc()
+		r.dns.Put(host, nil, 0, r.cfg.Now())
+		return nil, err
+	case err == nil && len(addrs) == 0:
+		r.metrics.DNSLookups.WithLabelValues("miss").Inc()
+		r.dns.Put(host, nil, 0, r.cfg.Now())
+		return nil, exitdns.ErrNotFound
+	case err != nil:
+		r.metrics.DNSLookups.WithLabelValues("failed").Inc()
+		if rctx.Err() != nil {
+			return nil, context.DeadlineExceeded
+		}
+		return nil, err
+	}
+	r.metrics.DNSLookups.WithLabelValues("miss").Inc()
+	r.dns.Put(host, addrs, ttl, r.cfg.Now())
+	return addrs, nil
 }
 
 // exitAllowed checks the address the exit would really connect to (after
 // DNS, so a name that resolves to 127.0.0.1 is caught like the literal).
-func (r *Relay) exitAllowed(a netip.Addr, port uint16) error {
-	if !r.cfg.AllowPrivateExit {
-		if isPrivate(a) || a == r.cfg.Advertise.Addr() {
-			return errExitRefused
-		}
+func (r *Relay) exitAllowed(policy *directory.ExitPolicy, a netip.Addr, port uint16) error {
+	a = a.Unmap()
+	if a.Zone() != "" {
+		return errExitRefused
 	}
-	if !r.cfg.ExitPolicy.Allows(a, port) {
+	if !r.cfg.AllowPrivateExit && (isPrivate(a) || r.isOwnAddr(a)) {
+		return errExitRefused
+	}
+	if !policy.Allows(a, port) {
 		return errExitRefused
 	}
 	return nil
+}
+
+// isOwnAddr reports the relay's own published and listening addresses.
+func (r *Relay) isOwnAddr(a netip.Addr) bool {
+	if a == r.cfg.Advertise.Addr().Unmap() || a == r.cfg.DirAddress.Addr().Unmap() {
+		return true
+	}
+	for _, ln := range append([]net.Listener{r.cfg.Listener}, r.cfg.Listeners...) {
+		if ln != nil && remoteAddr(ln.Addr()) == a {
+			return true
+		}
+	}
+	return false
 }
 
 // isPrivate reports addresses no public exit should reach: loopback,
@@ -135,29 +213,35 @@ var reservedPrefixes = []netip.Prefix{
 	netip.MustParsePrefix("240.0.0.0/4"),
 	netip.MustParsePrefix("64:ff9b::/96"),
 	netip.MustParsePrefix("2002::/16"),
+	netip.MustParsePrefix("::/96"),     // IPv4-compatible (deprecated)
+	netip.MustParsePrefix("fec0::/10"), // site-local (deprecated)
 }
 
 func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // exitStream is one TCP connection from the exit to a target.
 type exitStream struct {
-	id     uint16
-	conn   net.Conn
-	e      *circEntry
-	r      *Relay
-	qmu    sync.Mutex
-	queue  [][]byte      // client → target; flow control bounds it (maxExitQueue)
-	qready chan struct{} // queue became non-empty
-	wakeCh chan struct{} // the package window reopened
-	once   sync.Once
-	done   chan struct{}
+	id      uint16
+	conn    net.Conn
+	e       *circEntry
+	r       *Relay
+	qmu     sync.Mutex
+	queue   [][]byte      // client → target; flow control bounds it (maxExitQueue)
+	qready  chan struct{} // queue became non-empty
+	wakeCh  chan struct{} // the package window reopened
+	closed  bool          // guarded by qmu: the queue is gone
+	finIn   bool          // guarded by qmu: the client sent FIN
+	finSent bool          // guarded by qmu: the target's write side is shut
+	finOut  bool          // guarded by qmu: the target sent EOF; the client got FIN
+	once    sync.Once
+	done    chan struct{}
 }
 
 // deliver queues client data for the target. e.mu is held. The window
 // guarantees room; a peer that overruns it loses the stream.
 func (s *exitStream) deliver(b []byte) {
 	s.qmu.Lock()
-	full := len(s.queue) >= maxExitQueue
+	full := len(s.queue) >= maxExitQueue || s.closed
 	if !full {
 		s.queue = append(s.queue, b)
 	}
@@ -166,6 +250,7 @@ func (s *exitStream) deliver(b []byte) {
 		s.close()
 		return
 	}
+	s.r.account(s.e, int64(len(b)))
 	select {
 	case s.qready <- struct{}{}:
 	default:
@@ -184,20 +269,37 @@ func (s *exitStream) wake() {
 	}
 }
 
+// close ends the stream's connection and forgets its queued bytes.
 func (s *exitStream) close() {
 	s.once.Do(func() {
 		close(s.done)
 		s.conn.Close()
+		s.qmu.Lock()
+		var n int
+		for _, b := range s.queue {
+			n += len(b)
+		}
+		s.queue, s.closed = nil, true
+		s.qmu.Unlock()
+		s.r.account(s.e, -int64(n))
+		s.r.metrics.Streams.Dec()
 	})
 }
+
+// exitReadBuf is the read buffer of one exit stream: small, because a
+// busy exit holds thousands, and a few cells' worth per read is enough.
+const exitReadBuf = 4096
 
 // readLoop moves target bytes into DATA cells as the windows allow.
 func (s *exitStream) readLoop() {
 	e := s.e
-	buf := make([]byte, 32*1024)
+	buf := make([]byte, exitReadBuf)
 	reason := circuit.EndDone
 	for {
 		n, err := s.conn.Read(buf)
+		if n > 0 {
+			s.r.metrics.ExitBytes.WithLabelValues("from_target").Add(float64(n))
+		}
 		for off := 0; off < n; {
 			e.mu.Lock()
 			if e.dead || e.streams[s.id] != s {
@@ -223,6 +325,9 @@ func (s *exitStream) readLoop() {
 			}
 		}
 		if err != nil {
+			if err == io.EOF && s.halfClose() {
+				return
+			}
 			break
 		}
 	}
@@ -238,6 +343,104 @@ func (s *exitStream) readLoop() {
 	}
 }
 
+// halfClose runs when the target sent EOF: the client gets FIN and may
+// keep sending. If the client already finished too, the stream is done.
+// It reports false if the stream should instead end with END.
+func (s *exitStream) halfClose() bool {
+	e := s.e
+	e.mu.Lock()
+	if e.dead || e.streams[s.id] != s {
+		e.mu.Unlock()
+		s.close()
+		return true
+	}
+	e.acts.Reset()
+	if e.rc.StreamFinished(s.id, &e.acts) != nil {
+		e.mu.Unlock()
+		return false
+	}
+	s.r.apply(e)
+	s.qmu.Lock()
+	s.finOut = true
+	both := s.finSent
+	s.qmu.Unlock()
+	if both {
+		delete(e.streams, s.id)
+	}
+	e.mu.Unlock()
+	if both {
+		s.close()
+	}
+	return true
+}
+
+// finish records the client's FIN: once the queued data is written, the
+// target's write side is shut. e.mu is held.
+func (s *exitStream) finish() {
+	s.qmu.Lock()
+	s.finIn = true
+	s.qmu.Unlock()
+	select {
+	case s.qready <- struct{}{}:
+	default:
+	}
+}
+
+// sendFin shuts the target's write side after the client's FIN and ends
+// the stream if the target had finished too.
+func (s *exitStream) sendFin() {
+	if cw, ok := s.conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	e := s.e
+	e.mu.Lock()
+	s.qmu.Lock()
+	s.finSent = true
+	both := s.finOut
+	s.qmu.Unlock()
+	if both && !e.dead && e.streams[s.id] == s {
+		delete(e.streams, s.id)
+	}
+	e.mu.Unlock()
+	if both {
+		s.close()
+	}
+}
+
+// resolveFor answers a RESOLVE: the addresses the exit would connect to
+// (private ones are left out unless the exit may reach them).
+func (r *Relay) resolveFor(ctx context.Context, e *circEntry, req circuit.ResolveRequest) {
+	var (
+		status circuit.EndReason
+		out    []circuit.ResolvedAddr
+	)
+	addrs, err := r.resolve(ctx, req.Host)
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		status = circuit.EndTimeout
+	case err != nil:
+		status = circuit.EndResolveFailed
+	}
+	ttl := uint32(exitdns.DefaultTTL / time.Second)
+	for _, a := range addrs {
+		if a = a.Unmap(); r.cfg.AllowPrivateExit || !(isPrivate(a) || r.isOwnAddr(a)) {
+			out = append(out, circuit.ResolvedAddr{Addr: a, TTL: ttl})
+		}
+	}
+	if status == 0 && len(out) == 0 {
+		status = circuit.EndResolveFailed
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead {
+		return
+	}
+	e.acts.Reset()
+	if e.rc.Resolved(req.ID, status, out, &e.acts) == nil {
+		r.apply(e)
+	}
+}
+
 // writeLoop writes client bytes to the target and acknowledges them.
 func (s *exitStream) writeLoop() {
 	e := s.e
@@ -250,7 +453,12 @@ func (s *exitStream) writeLoop() {
 			s.queue[0] = nil
 			s.queue = s.queue[1:]
 		}
+		fin := n == 0 && s.finIn && !s.finSent
 		s.qmu.Unlock()
+		if fin {
+			s.sendFin()
+			continue
+		}
 		if n == 0 {
 			select {
 			case <-s.done:
@@ -259,10 +467,15 @@ func (s *exitStream) writeLoop() {
 			}
 			continue
 		}
+		s.r.account(e, -int64(len(b)))
+		if !s.r.bw.wait(s.done, len(b)) {
+			return
+		}
 		if _, err := s.conn.Write(b); err != nil {
 			s.close()
 			return
 		}
+		s.r.metrics.ExitBytes.WithLabelValues("to_target").Add(float64(len(b)))
 		e.mu.Lock()
 		if !e.dead {
 			e.acts.Reset()

@@ -22,6 +22,18 @@ import (
 // consensus) and returns what a client needs to reach it.
 func testRelay(t *testing.T, policy string, allowPrivate bool) (circuit.HopSpec, func()) {
 	t.Helper()
+	return testRelayWith(t, func(c *Config) {
+		p, err := directory.ParseExitPolicy(policy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ExitPolicy, c.AllowPrivateExit = p, allowPrivate
+	})
+}
+
+// testRelayWith is testRelay with the config adjusted by mod.
+func testRelayWith(t *testing.T, mod func(*Config)) (circuit.HopSpec, func()) {
+	t.Helper()
 	_, id, _ := ed25519.GenerateKey(rand.Reader)
 	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
 	onion, _ := crypto.GenerateOnionKey(rand.Reader)
@@ -29,15 +41,13 @@ func testRelay(t *testing.T, policy string, allowPrivate bool) (circuit.HopSpec,
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := directory.ParseExitPolicy(policy)
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
 	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
 	adv := ln.Addr().(*net.TCPAddr).AddrPort()
-	r, err := New(Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
-		Advertise: adv, ExitPolicy: p, AllowPrivateExit: allowPrivate, ExtendAllowPrivate: true, Network: network})
+	cfg := Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
+		Advertise: adv, ExtendAllowPrivate: true, Network: network, ConsensusInterval: -1}
+	mod(&cfg)
+	r, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,8 +21,11 @@ import (
 // Timeouts and limits.
 const (
 	HandshakeTimeout = 10 * time.Second
-	// QueueCells bounds the cells waiting to be written on one link.
-	QueueCells = 4096
+	// QueueCells bounds the cells waiting to be written on one link. Relays
+	// queue per circuit above this (relay/sched.go) and clients are paced
+	// by congestion control, so a small queue suffices; it is preallocated
+	// (about 130 KiB per link), so it must stay small.
+	QueueCells = 256
 	// StalledWrite is how long Send waits for room in a full queue before
 	// declaring the peer stalled and closing the link.
 	StalledWrite = 30 * time.Second

@@ -1,0 +1,246 @@
+package relay
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/veilnet/veil/circuit"
+	"github.com/veilnet/veil/relay/metrics"
+)
+
+var (
+	addrA = netip.MustParseAddr("198.51.100.1")
+	addrB = netip.MustParseAddr("198.51.100.2")
+)
+
+func TestAddrCounter(t *testing.T) {
+	c := newAddrCounter(2)
+	if !c.Acquire(addrA) || !c.Acquire(netip.MustParseAddr("::ffff:198.51.100.1")) {
+		t.Fatal("first two refused")
+	}
+	if c.Acquire(addrA) {
+		t.Fatal("third link from one address accepted")
+	}
+	if !c.Acquire(addrB) {
+		t.Fatal("another address refused")
+	}
+	c.Release(addrA)
+	if !c.Acquire(addrA) {
+		t.Fatal("slot not given back")
+	}
+	c.Release(addrA)
+	c.Release(addrA)
+	c.Release(addrB)
+	if c.Count(addrA) != 0 || len(c.n) != 0 {
+		t.Fatalf("counter not empty: %v", c.n)
+	}
+}
+
+// TestCreateLimiter: the token bucket per address, with the clock passed
+// in.
+func TestCreateLimiter(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	l := newCreateLimiter(2, 3) // 2 per second, bursts of 3
+	for i := range 3 {
+		if !l.Allow(addrA, now) {
+			t.Fatalf("CREATE %d of the burst refused", i)
+		}
+	}
+	if l.Allow(addrA, now) {
+		t.Fatal("CREATE beyond the burst allowed")
+	}
+	if !l.Allow(addrB, now) {
+		t.Fatal("another address was limited too")
+	}
+	if !l.Allow(addrA, now.Add(500*time.Millisecond)) {
+		t.Fatal("no token after half a second at 2/s")
+	}
+	if l.Allow(addrA, now.Add(500*time.Millisecond)) {
+		t.Fatal("two tokens after half a second at 2/s")
+	}
+	// Bounded table: with room for two buckets, a third active address is
+	// refused until the others go idle and are forgotten.
+	l = newCreateLimiter(2, 3)
+	l.max = 2
+	l.Allow(addrA, now)
+	l.Allow(addrB, now)
+	c := netip.MustParseAddr("198.51.100.3")
+	if l.Allow(c, now) {
+		t.Fatal("a third address got a bucket beyond the table size")
+	}
+	if !l.Allow(c, now.Add(l.refill()+time.Second)) {
+		t.Fatal("idle buckets were not forgotten")
+	}
+	if l.Len() != 1 {
+		t.Fatalf("%d buckets, want 1", l.Len())
+	}
+}
+
+// TestBandwidthBucket: rate and burst, waits counted, unlimited when 0,
+// reconfigurable.
+func TestBandwidthBucket(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	m := metrics.New()
+	b := newBandwidth(100_000, 200_000, func() time.Time { return now }, m)
+	done := make(chan struct{})
+	if !b.wait(done, 150_000) {
+		t.Fatal("burst did not cover the first write")
+	}
+	close(done)
+	if b.wait(done, 150_000) {
+		t.Fatal("second write beyond the burst did not wait")
+	}
+	if metricValue(m.BucketWaits) != 1 || metricValue(m.BucketWaited) <= 0 {
+		t.Fatal("wait not counted")
+	}
+	now = now.Add(2 * time.Second) // refilled (and the cancelled reservation returned)
+	if !b.wait(done, 150_000) {
+		t.Fatal("no tokens after the refill")
+	}
+	b.set(0, 0)
+	if !b.wait(done, 1<<30) {
+		t.Fatal("unlimited bucket waited")
+	}
+	b.set(1000, 10) // burst raised to one write batch
+	if l := b.lim.Load(); l == nil || l.Burst() < writeBatch*circuit.CellSize {
+		t.Fatal("burst below one write batch")
+	}
+}
+
+// testSched is a link writer without a link, for queue tests.
+func testSched(r *Relay) *linkSched {
+	return &linkSched{r: r, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+func testCircuit(r *Relay, s *linkSched, id uint32) *circEntry {
+	e := &circEntry{streams: map[uint16]*exitStream{}}
+	e.prev = &linkState{sched: s, circs: map[uint32]circSide{id: {e: e, prev: true}}}
+	e.prevID = id
+	e.prevQ = s.newQueue(e)
+	r.mu.Lock()
+	r.circs[e] = struct{}{}
+	r.mu.Unlock()
+	return e
+}
+
+func cells(id uint32, n int) []circuit.Cell {
+	out := make([]circuit.Cell, n)
+	for i := range out {
+		out[i] = circuit.Cell{CircID: id, Cmd: circuit.CmdRelay}
+		out[i].Payload[0] = byte(i)
+	}
+	return out
+}
+
+// TestCircuitQueueBound: a circuit's queue for a link holds maxCircQueue
+// cells; pushing more fails (the caller destroys the circuit) without
+// blocking.
+func TestCircuitQueueBound(t *testing.T) {
+	r := newTestRelay(t, nil)
+	s := testSched(r)
+	e := testCircuit(r, s, 1)
+	if err := s.push(e.prevQ, cells(1, maxCircQueue)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.push(e.prevQ, cells(1, 1)...); !errors.Is(err, errQueueFull) {
+		t.Fatalf("push beyond the bound: %v", err)
+	}
+	if got, want := r.queued.Load(), int64(maxCircQueue*circuit.CellSize); got != want || e.queued.Load() != want {
+		t.Fatalf("accounted %d (circuit %d), want %d", got, e.queued.Load(), want)
+	}
+	s.drop(e.prevQ)
+	if r.queued.Load() != 0 || e.queued.Load() != 0 {
+		t.Fatal("dropping the queue did not give its bytes back")
+	}
+}
+
+// TestSchedulerRoundRobin: control cells first, then one cell per circuit
+// in turn, so a busy circuit cannot starve a quiet one.
+func TestSchedulerRoundRobin(t *testing.T) {
+	r := newTestRelay(t, nil)
+	s := testSched(r)
+	busy, quiet := testCircuit(r, s, 1), testCircuit(r, s, 2)
+	s.push(busy.prevQ, cells(1, 100)...)
+	s.push(quiet.prevQ, cells(2, 3)...)
+	s.control(circuit.DestroyCell(9, circuit.DestroyResourceLimit))
+	batch := s.take(nil)
+	if len(batch) != writeBatch {
+		t.Fatalf("batch of %d, want %d", len(batch), writeBatch)
+	}
+	if batch[0].Cmd != circuit.CmdDestroy {
+		t.Fatal("control cell not first")
+	}
+	var quietAt []int
+	for i, c := range batch {
+		if c.CircID == 2 {
+			quietAt = append(quietAt, i)
+		}
+	}
+	if len(quietAt) != 3 || quietAt[2] > 6 {
+		t.Fatalf("quiet circuit's cells at %v, want within the first rounds", quietAt)
+	}
+	for i := 1; i < len(batch); i++ { // per-circuit order kept
+		if batch[i].CircID == 1 && i > 1 {
+			for j := i - 1; j > 0; j-- {
+				if batch[j].CircID == 1 {
+					if batch[j].Payload[0] >= batch[i].Payload[0] {
+						t.Fatal("cells of one circuit reordered")
+					}
+					break
+				}
+			}
+		}
+	}
+	want := int64((100 + 3 + 1 - writeBatch) * circuit.CellSize)
+	if r.queued.Load() != want {
+		t.Fatalf("queued %d after take, want %d", r.queued.Load(), want)
+	}
+}
+
+// TestOOMHandler: past the memory cap, the circuits holding the most
+// queued data are destroyed until the relay is below 3/4 of the cap.
+func TestOOMHandler(t *testing.T) {
+	r := newTestRelay(t, func(c *Config) { c.MaxMemory = 12 * circuit.CellSize })
+	s := testSched(r)
+	small, big, mid := testCircuit(r, s, 1), testCircuit(r, s, 2), testCircuit(r, s, 3)
+	s.push(small.prevQ, cells(1, 2)...)
+	s.push(big.prevQ, cells(2, 10)...)
+	s.push(mid.prevQ, cells(3, 5)...)
+	select {
+	case <-r.oomKick:
+	default:
+		t.Fatal("passing the cap did not wake the OOM handler")
+	}
+	if n := r.handleOOM(); n != 1 {
+		t.Fatalf("closed %d circuits, want 1", n)
+	}
+	if !big.dead || small.dead || mid.dead {
+		t.Fatalf("dead: small %v big %v mid %v; want only the biggest", small.dead, big.dead, mid.dead)
+	}
+	if r.queued.Load() > int64(float64(r.cfg.MaxMemory)*oomTarget) {
+		t.Fatalf("still %d bytes queued", r.queued.Load())
+	}
+	if metricValue(r.metrics.Refusals.WithLabelValues(metrics.RefuseOOM)) != 1 {
+		t.Fatal("OOM closure not counted")
+	}
+	// The DESTROY for the victim went to its link's control queue.
+	if b := s.take(nil); len(b) == 0 || b[0].Cmd != circuit.CmdDestroy || b[0].CircID != 2 {
+		t.Fatalf("no DESTROY for the victim: %+v", b[:min(len(b), 1)])
+	}
+}
+
+// metricValue reads a counter or gauge (one series).
+func metricValue(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric, 1)
+	c.Collect(ch)
+	var m dto.Metric
+	(<-ch).Write(&m)
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return m.Gauge.GetValue()
+}
