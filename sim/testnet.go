@@ -212,6 +212,9 @@ func newTestnetRelay(dir string, i int, exit bool, network *directory.Network, l
 		AllowPrivateExit:   exit, // a private test network: exits may reach loopback
 		ExtendAllowPrivate: true, // and every relay lives on loopback
 		Network:            network, UploadInterval: time.Minute, Logger: log.With("node", fmt.Sprintf("relay%d", i+1)),
+		// A private network's exits resolve only localhost names: no
+		// test or demo ever sends a DNS query off the machine.
+		DNS: LoopbackResolver{},
 	})
 	if err != nil {
 		ln.Close()

@@ -17,17 +17,21 @@ const usage = `veil: an onion-routed anonymity network
 usage:
   veil testnet   [--socks ADDR] [--relays N] [--authorities N] [--dir DIR] [--http ADDR]
                                    run a private network on loopback, with a client
-  veil client    --network FILE [--socks ADDR]
+  veil client    --network FILE [--socks ADDR] [--state DIR]
                                    run a client with a SOCKS5 port
-  veil relay init --dir DIR        create a relay's keys and print its fingerprint
-  veil relay run  --dir DIR --network FILE --listen ADDR [--exit-policy POLICY]
-                                   run a relay
+  veil client status [--state DIR] show the client's guards and circuits
+  veil relay init  --dir DIR       create a relay's keys and print its fingerprint
+  veil relay check --config FILE   check a relay configuration file
+  veil relay run   --config FILE   run a relay (docs/operators.md, docs/relay-config.md)
   veil authority init --dir DIR --name NAME --address HOST:PORT [--pq]
                                    create an authority's identity key, signing key and
                                    certificate, and print its network-file entry
   veil authority certify --identity-dir DIR --dir DIR
                                    issue a new signing key and certificate (identity offline)
   veil authority run --config FILE run a directory authority
+  veil sim       [--scenario NAME|FILE] [--seed N] [--out DIR]
+                                   simulate a network in virtual time; write metrics
+                                   and an HTML report (docs/simulator.md)
 
 Every command takes -v for debug logs. See README.md and docs/.
 `
@@ -50,6 +54,8 @@ func main() {
 		err = runRelay(ctx, args)
 	case "authority":
 		err = runAuthority(ctx, args)
+	case "sim":
+		err = runSim(args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

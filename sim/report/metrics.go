@@ -1,0 +1,214 @@
+// Package report holds what a simulation measures and writes it out: the
+// metrics as JSON and CSV, and a self-contained HTML report with SVG plots
+// (CDFs, bars, time series) drawn by hand, with no dependencies.
+//
+// Metrics contain only values computed in virtual time, so two runs of one
+// scenario with one seed give byte-identical metrics files. What depends
+// on the machine (wall time, memory) is kept apart, in RunStats.
+package report
+
+import (
+	"sort"
+)
+
+// Metrics is everything a run measured, in virtual time. Durations are in
+// seconds, sizes in bytes, rates in bytes per second.
+type Metrics struct {
+	Scenario       string  `json:"scenario"`
+	Seed           uint64  `json:"seed"`
+	VirtualSeconds float64 `json:"virtual_seconds"`
+	Relays         int     `json:"relays"`
+	Clients        int     `json:"clients"`
+	Authorities    int     `json:"authorities"`
+
+	CircuitsLaunched int       `json:"circuits_launched"`
+	CircuitsBuilt    int       `json:"circuits_built"`
+	BuildSeconds     []float64 `json:"build_seconds"` // successful builds
+
+	// Fetches by size label ("50KiB", "1MiB", "5MiB", "web", ...).
+	Fetches map[string]*FetchStats `json:"fetches"`
+
+	// Errors counts failures by cause ("build: timeout", ...).
+	Errors map[string]int `json:"errors"`
+
+	// Goodput is the stream bytes clients received in each
+	// GoodputIntervalSeconds of virtual time.
+	GoodputIntervalSeconds float64   `json:"goodput_interval_seconds"`
+	Goodput                []float64 `json:"goodput_bytes"`
+
+	RelayStats []RelayStats `json:"relay_stats"`
+
+	// Consensus rounds: when each was published and how many relays it
+	// listed as Running.
+	Consensus []ConsensusRound `json:"consensus"`
+
+	Adversary AdversaryStats `json:"adversary"`
+
+	// Events lists what the scenario did, in order.
+	Events []EventRecord `json:"events"`
+
+	// CellEvents is the number of cell deliveries simulated.
+	CellEvents uint64 `json:"cell_events"`
+}
+
+// FetchStats is one kind of fetch.
+type FetchStats struct {
+	Started   int       `json:"started"`
+	Completed int       `json:"completed"`
+	Failed    int       `json:"failed"`
+	TTFB      []float64 `json:"ttfb_seconds"`     // request to first byte
+	Seconds   []float64 `json:"transfer_seconds"` // request to last byte
+}
+
+// RelayStats is one relay's load.
+type RelayStats struct {
+	Name          string  `json:"name"`
+	Flags         string  `json:"flags"`
+	RateBytes     float64 `json:"rate_bytes"` // uplink capacity
+	BytesSent     uint64  `json:"bytes_sent"`
+	Utilization   float64 `json:"utilization"` // share of the run the uplink was busy
+	Circuits      int     `json:"circuits"`    // circuits it accepted
+	Malicious     string  `json:"malicious,omitempty"`
+	CrashedFor    float64 `json:"crashed_seconds,omitempty"`
+	IntegrityFail int     `json:"integrity_failures"` // relay cells that failed its layer check
+}
+
+// ConsensusRound is one published consensus.
+type ConsensusRound struct {
+	AtSeconds  float64 `json:"at_seconds"`
+	Running    int     `json:"running"`
+	Signatures int     `json:"signatures"`
+}
+
+// AdversaryStats follows the malicious relays' circuits.
+type AdversaryStats struct {
+	// Tampered is the number of circuits on which a malicious relay
+	// modified or dropped a cell.
+	Tampered int `json:"tampered_circuits"`
+	// DetectedNextHop is how many of those the next hop (or, for
+	// backward cells, the client) detected and destroyed at the first
+	// tampered cell.
+	DetectedNextHop int `json:"detected_next_hop"`
+	// DeliveredAfter counts relay cells the next hop accepted on a
+	// circuit after it was tampered with (must stay 0).
+	DeliveredAfter int `json:"delivered_after_tamper"`
+	// CircuitsThrough is the number of circuits that went through a
+	// malicious relay.
+	CircuitsThrough int `json:"circuits_through"`
+}
+
+// EventRecord is one scenario event as it happened.
+type EventRecord struct {
+	AtSeconds float64 `json:"at_seconds"`
+	What      string  `json:"what"`
+}
+
+// NewMetrics returns empty metrics.
+func NewMetrics() *Metrics {
+	return &Metrics{Fetches: map[string]*FetchStats{}, Errors: map[string]int{}, GoodputIntervalSeconds: 10}
+}
+
+// Fetch returns the stats of fetch kind label, creating them.
+func (m *Metrics) Fetch(label string) *FetchStats {
+	f := m.Fetches[label]
+	if f == nil {
+		f = &FetchStats{}
+		m.Fetches[label] = f
+	}
+	return f
+}
+
+// Error counts one failure of cause.
+func (m *Metrics) Error(cause string) { m.Errors[cause]++ }
+
+// AddGoodput counts n bytes received at virtual second t.
+func (m *Metrics) AddGoodput(t float64, n int) {
+	i := int(t / m.GoodputIntervalSeconds)
+	for len(m.Goodput) <= i {
+		m.Goodput = append(m.Goodput, 0)
+	}
+	m.Goodput[i] += float64(n)
+}
+
+// FetchLabels returns the fetch kinds, sizes first in increasing order of
+// their labels' byte counts, then the others by name.
+func (m *Metrics) FetchLabels() []string {
+	var out []string
+	for k := range m.Fetches {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := labelBytes(out[i]), labelBytes(out[j])
+		if a != b {
+			return a < b
+		}
+		return out[i] < out[j]
+	})
+	return out
+}
+
+// ErrorCauses returns the error causes, sorted.
+func (m *Metrics) ErrorCauses() []string {
+	var out []string
+	for k := range m.Errors {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SizeLabel names a size: "50KiB", "1MiB", or the byte count.
+func SizeLabel(n int) string {
+	switch {
+	case n%(1<<20) == 0:
+		return itoa(n>>20) + "MiB"
+	case n%(1<<10) == 0:
+		return itoa(n>>10) + "KiB"
+	}
+	return itoa(n) + "B"
+}
+
+func labelBytes(s string) int {
+	n, i := 0, 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		n = n*10 + int(s[i]-'0')
+		i++
+	}
+	if i == 0 {
+		return 1 << 62 // not a size: after the sizes
+	}
+	switch s[i:] {
+	case "KiB":
+		n <<= 10
+	case "MiB":
+		n <<= 20
+	}
+	return n
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}
+
+// RunStats is what depends on the machine: kept out of Metrics so metrics
+// stay reproducible.
+type RunStats struct {
+	WallSeconds    float64 `json:"wall_seconds"`
+	VirtualPerWall float64 `json:"virtual_seconds_per_wall_second"`
+	PeakMemoryMiB  float64 `json:"peak_memory_mib"` // peak resident set (VmHWM), or Go's Sys
+	Events         uint64  `json:"events"`
+	EventsPerWall  float64 `json:"events_per_wall_second"`
+	Machine        string  `json:"machine"`
+	// Progress samples: virtual seconds reached at wall seconds.
+	Progress [][2]float64 `json:"progress"`
+}

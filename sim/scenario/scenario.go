@@ -1,0 +1,195 @@
+// Package scenario reads the simulator's scenario files: TOML documents
+// that describe a network (regions and latencies, authorities, relays
+// with a bandwidth distribution, servers), the clients and their traffic,
+// adversaries, and events at given virtual times. docs/simulator.md is
+// the reference; builtin/ holds the scenarios `veil sim` knows by name.
+//
+// Decoding is strict: an unknown key, a key of the wrong type or a value
+// out of range is an error that names it.
+package scenario
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Scenario is one simulation's description.
+type Scenario struct {
+	Name        string      `toml:"name"`
+	Description string      `toml:"description"`
+	Duration    Duration    `toml:"duration"` // virtual time simulated
+	Seed        uint64      `toml:"seed"`     // default seed (veil sim --seed overrides)
+	Network     Network     `toml:"network"`
+	Directory   Directory   `toml:"directory"`
+	Relays      Relays      `toml:"relays"`
+	Servers     Servers     `toml:"servers"`
+	Clients     []Clients   `toml:"clients"`
+	Adversary   []Adversary `toml:"adversary"`
+	Events      []Event     `toml:"events"`
+}
+
+// Network is the latency model.
+type Network struct {
+	Regions []string `toml:"regions"`
+	// LatencyMS[i][j] is the one-way latency from region i to j in ms.
+	LatencyMS [][]float64 `toml:"latency_ms"`
+	Jitter    float64     `toml:"jitter"` // fraction of the latency added at random, 0..1
+	Loss      float64     `toml:"loss"`   // share of cells that need a retransmission, 0..0.5
+}
+
+// Directory is the authorities.
+type Directory struct {
+	Authorities int    `toml:"authorities"`
+	Region      string `toml:"region"`
+}
+
+// Relays is the honest relays.
+type Relays struct {
+	Count        int                `toml:"count"`
+	ExitFraction float64            `toml:"exit_fraction"`
+	Regions      map[string]float64 `toml:"regions"` // region -> weight; empty: uniform
+	Bandwidth    Bandwidth          `toml:"bandwidth"`
+}
+
+// Bandwidth is a distribution of uplink bandwidths, in Mbit/s.
+type Bandwidth struct {
+	// Distribution is "fixed" (every relay MedianMbit), "lognormal"
+	// (median MedianMbit, Sigma) or "pareto" (scale MedianMbit, Alpha),
+	// clamped to [MinMbit, MaxMbit].
+	Distribution string  `toml:"distribution"`
+	MedianMbit   float64 `toml:"median_mbit"`
+	Sigma        float64 `toml:"sigma"`
+	Alpha        float64 `toml:"alpha"`
+	MinMbit      float64 `toml:"min_mbit"`
+	MaxMbit      float64 `toml:"max_mbit"`
+}
+
+// Servers is the destinations clients fetch from: each serves a file of
+// whatever size a request asks for.
+type Servers struct {
+	Count   int                `toml:"count"`
+	Regions map[string]float64 `toml:"regions"`
+}
+
+// Clients is a group of clients sharing a traffic model.
+type Clients struct {
+	Name          string             `toml:"name"`
+	Count         int                `toml:"count"`
+	Model         string             `toml:"model"` // "onionperf", "bulk" or "web"
+	Regions       map[string]float64 `toml:"regions"`
+	BandwidthMbit float64            `toml:"bandwidth_mbit"` // uplink
+	Start         Duration           `toml:"start"`          // first fetch, plus a uniform offset in [0, Spread)
+	Spread        Duration           `toml:"spread"`
+	Port          int                `toml:"port"`
+	// onionperf: fetch SizesKiB in turn, one every Interval.
+	Interval Duration `toml:"interval"`
+	SizesKiB []int    `toml:"sizes_kib"`
+	// bulk: fetch SizeKiB again and again.
+	SizeKiB int `toml:"size_kib"`
+	// web: pages of log-normal size (median PageKiB, sigma 1) with an
+	// exponential think time of mean Think between them.
+	PageKiB int      `toml:"page_kib"`
+	Think   Duration `toml:"think"`
+}
+
+// Adversary is a group of malicious relays added to the honest ones.
+type Adversary struct {
+	Count         int     `toml:"count"`
+	Behaviour     string  `toml:"behaviour"` // "tag": flip a bit of a relayed cell; "drop": drop one
+	BandwidthMbit float64 `toml:"bandwidth_mbit"`
+	Exit          bool    `toml:"exit"`
+	Region        string  `toml:"region"`
+}
+
+// Event is something that happens at a virtual time.
+type Event struct {
+	At Duration `toml:"at"`
+	// Action: "crash" (Fraction or Count of the honest relays, chosen at
+	// random, crash and come back after For, if set), "authority-offline"
+	// (authority Authority, for For), "partition" (region Region is cut
+	// off from the others, for For).
+	Action    string   `toml:"action"`
+	Fraction  float64  `toml:"fraction"`
+	Count     int      `toml:"count"`
+	Authority int      `toml:"authority"`
+	Region    string   `toml:"region"`
+	For       Duration `toml:"for"`
+}
+
+// Duration is a time.Duration written as a Go duration string ("90s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes a Go duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.Duration.String()), nil }
+
+//go:embed builtin/*.toml
+var builtin embed.FS
+
+// Builtins lists the built-in scenarios' names, sorted.
+func Builtins() []string {
+	ents, _ := builtin.ReadDir("builtin")
+	var out []string
+	for _, e := range ents {
+		out = append(out, strings.TrimSuffix(e.Name(), ".toml"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Load returns the built-in scenario called name, or else reads the file
+// name.
+func Load(name string) (*Scenario, error) {
+	if slices.Contains(Builtins(), name) {
+		b, err := builtin.ReadFile(path.Join("builtin", name+".toml"))
+		if err != nil {
+			return nil, err
+		}
+		return Parse(b)
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %q is neither a built-in (%s) nor a readable file: %w",
+			name, strings.Join(Builtins(), ", "), err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes and validates a scenario file. Unknown keys are refused.
+func Parse(b []byte) (*Scenario, error) {
+	var s Scenario
+	md, err := toml.NewDecoder(bytes.NewReader(b)).Decode(&s)
+	if err != nil {
+		return nil, fmt.Errorf("scenario: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("scenario: unknown keys: %s", strings.Join(keys, ", "))
+	}
+	s.defaults()
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
