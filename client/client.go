@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/veilnet/veil/directory"
+	"github.com/veilnet/veil/internal/dirclient"
 )
 
 // Config configures a client. Only Network is required.
@@ -81,6 +82,7 @@ type Client struct {
 	wg       sync.WaitGroup
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
+	dir      *dirclient.Manager
 
 	mu        sync.Mutex
 	consensus *directory.Consensus
@@ -159,6 +161,11 @@ func New(cfg Config) (*Client, error) {
 		}
 		c.saved = st.Encode()
 	}
+	dir, err := c.newDirectory()
+	if err != nil {
+		return nil, err
+	}
+	c.dir = dir
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
 }
@@ -186,10 +193,22 @@ func (c *Client) Bootstrap(ctx context.Context) error {
 		}
 	}()
 	c.progress(5, "fetching the consensus")
-	if err := retry(ctx, time.Second, func() error { return c.fetchConsensus(ctx) }, func(err error) {
+	var skew error
+	if err := retry(ctx, time.Second, func() error {
+		err := c.fetchConsensus(ctx)
+		if errors.Is(err, errClockSkew) {
+			skew = err
+			return nil // stop: every source would say the same
+		}
+		return err
+	}, func(err error) {
 		c.log.Info("no usable consensus yet", "err", err)
 	}); err != nil {
 		return fmt.Errorf("client: bootstrap: %w", err)
+	}
+	if skew != nil {
+		c.log.Error("cannot bootstrap", "err", skew)
+		return fmt.Errorf("client: bootstrap: %w", skew)
 	}
 	cons := c.Consensus()
 	c.progress(40, fmt.Sprintf("consensus verified, %d relays", len(cons.Relays)))
