@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 
-	"golang.org/x/crypto/curve25519"
 )
 
 // KeySize is the length of X25519 keys and Ed25519 public keys.
@@ -34,12 +33,8 @@ func GenerateStaticKey(rand io.Reader) (StaticKey, error) {
 
 // StaticKeyFromPrivate derives the public half of an X25519 private key.
 func StaticKeyFromPrivate(priv [KeySize]byte) (StaticKey, error) {
-	pub, err := curve25519.X25519(priv[:], curve25519.Basepoint)
-	if err != nil {
-		return StaticKey{}, fmt.Errorf("crypto: deriving X25519 public key: %w", err)
-	}
 	k := StaticKey{Private: priv}
-	copy(k.Public[:], pub)
+	x25519Base(&k.Public, &k.Private)
 	return k, nil
 }
 
@@ -58,9 +53,10 @@ func X25519(priv, pub []byte) ([]byte, error) {
 	if len(priv) != KeySize || len(pub) != KeySize {
 		return nil, errors.New("crypto: X25519 key of wrong length")
 	}
-	out, err := curve25519.X25519(priv, pub)
-	if err != nil {
+	var out [KeySize]byte
+	x25519(&out, (*[KeySize]byte)(priv), (*[KeySize]byte)(pub))
+	if out == ([KeySize]byte{}) {
 		return nil, ErrLowOrderPoint
 	}
-	return out, nil
+	return out[:], nil
 }
