@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-
 )
 
 // KeySize is the length of X25519 keys and Ed25519 public keys.
