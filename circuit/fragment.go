@@ -145,3 +145,16 @@ func emitFragmented(emit func(RelayMsg) error, m RelayMsg, maxData int) error {
 	}
 	return nil
 }
+
+// CreateContinuations is how many continuation CREATE cells follow a first
+// CREATE payload, by its HLen (clamped to MaxHandshakeSize). A relay that
+// refuses a first CREATE uses it to drop the rest of the message instead
+// of reading its continuations as new CREATEs.
+func CreateContinuations(first *[PayloadSize]byte) int {
+	total := min(int(binary.BigEndian.Uint16(first[2:4])), MaxHandshakeSize)
+	rest := total - (PayloadSize - createHeaderSize)
+	if rest <= 0 {
+		return 0
+	}
+	return (rest + PayloadSize - 1) / PayloadSize
+}

@@ -195,3 +195,20 @@ func (h *hopLayer) openBackwardAt(payload *[PayloadSize]byte, counter uint64) (b
 	h.backward.counter = saved
 	return flag, err
 }
+
+func TestCreateContinuations(t *testing.T) {
+	for _, n := range []int{1, 505, 506, 1014, 1015, HybridMsg1Size, MaxHandshakeSize} {
+		payloads, err := CreatePayloads(HandshakeHybrid, make([]byte, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := CreateContinuations(&payloads[0]); got != len(payloads)-1 {
+			t.Errorf("HLen %d: %d continuations, CreatePayloads made %d", n, got, len(payloads)-1)
+		}
+	}
+	var huge [PayloadSize]byte
+	huge[2], huge[3] = 0xff, 0xff
+	if got := CreateContinuations(&huge); got != 4 {
+		t.Errorf("oversized HLen: %d continuations, want the clamp's 4", got)
+	}
+}

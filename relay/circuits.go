@@ -22,8 +22,19 @@ type linkState struct {
 	mu      sync.Mutex
 	circs   map[uint32]circSide
 	pending map[uint32]*pendingCreate // CREATEs still arriving in fragments
+	// refused counts the continuation cells still to come of CREATEs
+	// refused at their first cell: they are dropped, not read as new
+	// CREATEs (which would answer one circuit with several DESTROYs).
+	refused map[uint32]int
 	nextID  uint32
 }
+
+// maxRefusedCreates bounds the refused CREATEs whose continuations one link
+// may still owe; past it the link is closed.
+const maxRefusedCreates = 64
+
+// errTooManyRefused closes a link that keeps sending refused CREATEs.
+var errTooManyRefused = errors.New("relay: too many refused CREATEs in flight on a link")
 
 type pendingCreate struct {
 	asm     *circuit.CreateAssembler
@@ -65,7 +76,7 @@ var errCircuitIDs = errors.New("relay: no free circuit ID on link")
 // link to its peer if it is the preferred one (canonical.go).
 func (r *Relay) addLink(link *linkio.Conn, dialed bool) (*linkState, bool) {
 	ls := &linkState{link: link, remote: remoteAddr(link.RemoteAddr()), relay: dialed || r.isKnownRelay(link.PeerStatic()),
-		circs: make(map[uint32]circSide), pending: make(map[uint32]*pendingCreate)}
+		circs: make(map[uint32]circSide), pending: make(map[uint32]*pendingCreate), refused: make(map[uint32]int)}
 	ls.sched = newLinkSched(r, link)
 	r.mu.Lock()
 	if r.closed {
@@ -129,6 +140,15 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
 	r.metrics.BytesRead.Add(circuit.CellSize)
 	ls.mu.Lock()
 	pc := ls.pending[c.CircID]
+	if n, ok := ls.refused[c.CircID]; ok && c.Cmd == circuit.CmdCreate {
+		if n <= 1 {
+			delete(ls.refused, c.CircID)
+		} else {
+			ls.refused[c.CircID] = n - 1
+		}
+		ls.mu.Unlock()
+		return nil // the rest of a CREATE already refused
+	}
 	ls.mu.Unlock()
 	if c.Cmd == circuit.CmdCreate || pc != nil {
 		return r.handleCreate(ls, c, pc)
@@ -195,6 +215,7 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 		err  error
 	)
 	now := r.cfg.Now()
+	first := pc == nil
 	if pc != nil {
 		if c.Cmd != circuit.CmdCreate {
 			err = circuit.ErrProtocol
@@ -218,17 +239,31 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 		fullCircs := len(ls.circs) >= MaxCircuitsPerLink
 		fullPending := len(ls.pending) >= MaxPendingCreates
 		ls.mu.Unlock()
+		refuse := func(reason circuit.DestroyReason, why string) error {
+			if n := circuit.CreateContinuations(&c.Payload); n > 0 {
+				ls.mu.Lock()
+				full := len(ls.refused) >= maxRefusedCreates
+				if !full && ls.refused != nil {
+					ls.refused[c.CircID] = n
+				}
+				ls.mu.Unlock()
+				if full {
+					return errTooManyRefused
+				}
+			}
+			return r.refuseCreate(ls, c.CircID, reason, why)
+		}
 		switch {
 		case dup:
 			return errors.New("relay: CREATE for an existing circuit")
 		case r.draining.Load():
-			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefuseDraining)
+			return refuse(circuit.DestroyResourceLimit, metrics.RefuseDraining)
 		case fullCircs:
-			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefuseCircuitsPerLink)
+			return refuse(circuit.DestroyResourceLimit, metrics.RefuseCircuitsPerLink)
 		case fullPending:
-			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefusePendingCreates)
+			return refuse(circuit.DestroyResourceLimit, metrics.RefusePendingCreates)
 		case !ls.relay && !r.isKnownRelay(ls.link.PeerStatic()) && !r.creates.Allow(ls.remote, now):
-			return r.refuseCreate(ls, c.CircID, circuit.DestroyResourceLimit, metrics.RefuseCreateRate)
+			return refuse(circuit.DestroyResourceLimit, metrics.RefuseCreateRate)
 		}
 		pc = &pendingCreate{started: now}
 		pc.asm, done, err = circuit.StartCreate(&c.Payload)
@@ -245,6 +280,14 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 	if err != nil {
 		r.metrics.Handshake("circuit", false)
 		r.log.Debug("refusing CREATE", "err", err)
+		if first {
+			// Drop what the peer will still send of this message.
+			ls.mu.Lock()
+			if n := circuit.CreateContinuations(&c.Payload); n > 0 && ls.refused != nil && len(ls.refused) < maxRefusedCreates {
+				ls.refused[c.CircID] = n
+			}
+			ls.mu.Unlock()
+		}
 		return r.refuseCreate(ls, c.CircID, circuit.DestroyProtocol, "")
 	}
 	if !done {

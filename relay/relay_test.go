@@ -311,3 +311,32 @@ func TestInboundLinkLimit(t *testing.T) {
 		t.Fatal("no link completed after the held connections closed")
 	}
 }
+
+// TestRefusedCreateContinuationsDropped: when a relay refuses a fragmented
+// CREATE at its first cell, the continuation cells that follow are
+// dropped, not read as new CREATEs: the client sees exactly one DESTROY.
+func TestRefusedCreateContinuationsDropped(t *testing.T) {
+	spec, stop := testRelay(t, "reject *:*", false)
+	defer stop()
+	h := dialOneHop(t, spec)
+	msg := make([]byte, 1145) // a hybrid message 1's size; content is irrelevant
+	payloads, err := circuit.CreatePayloads(circuit.HandshakeHybrid, msg)
+	if err != nil || len(payloads) != 3 {
+		t.Fatalf("%d payloads, %v", len(payloads), err)
+	}
+	// Fill the relay's pending-CREATE table with first fragments.
+	for i := range MaxPendingCreates {
+		h.send(circuit.Cell{CircID: circuit.CircIDHighBit | uint32(100+i), Cmd: circuit.CmdCreate, Payload: payloads[0]})
+	}
+	// The next CREATE is refused at its first cell; then its two
+	// continuations arrive, then a sentinel CREATE that is refused too.
+	const refused, sentinel = circuit.CircIDHighBit | 500, circuit.CircIDHighBit | 501
+	for _, p := range payloads {
+		h.send(circuit.Cell{CircID: refused, Cmd: circuit.CmdCreate, Payload: p})
+	}
+	h.send(circuit.Cell{CircID: sentinel, Cmd: circuit.CmdCreate, Payload: payloads[0]})
+	got := []uint32{h.next().CircID, h.next().CircID}
+	if got[0] != refused || got[1] != sentinel {
+		t.Fatalf("DESTROYs for circuits %x, want one for %x then one for %x", got, uint32(refused), uint32(sentinel))
+	}
+}
