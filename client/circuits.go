@@ -275,9 +275,9 @@ func (c *Client) pickPath(port uint16) ([]*directory.RouterStatus, error) {
 			delete(c.suspect, id)
 		}
 	}
-	return choosePath(&c.guards, c.consensus, now, c.cfg.Rand, pathReq{
-		port: port, stable: NeedsStable(port), length: c.cfg.PathLength,
-		avoid: func(r *directory.RouterStatus) bool { _, bad := c.suspect[r.ID]; return bad },
+	return ChoosePath(&c.guards, c.consensus, now, c.cfg.Rand, PathRequest{
+		Port: port, Stable: NeedsStable(port), Length: c.cfg.PathLength,
+		Avoid: func(r *directory.RouterStatus) bool { _, bad := c.suspect[r.ID]; return bad },
 	})
 }
 
@@ -318,7 +318,7 @@ func (c *Client) buildCircuit(ctx context.Context, port uint16) (*clientCirc, er
 	cl.mu.Unlock()
 
 	circ.mu.Lock()
-	payloads, err := circ.cc.Create(c.cfg.Rand, hopSpec(path[0]))
+	payloads, err := circ.cc.Create(c.cfg.Rand, HopSpec(path[0]))
 	circ.mu.Unlock()
 	for i := 0; err == nil && i < len(payloads); i++ {
 		cell := circuit.Cell{CircID: circ.id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
@@ -330,7 +330,7 @@ func (c *Client) buildCircuit(ctx context.Context, port uint16) (*clientCirc, er
 	for i := 1; i < len(path) && err == nil; i++ {
 		circ.mu.Lock()
 		circ.acts.Reset()
-		err = circ.cc.Extend(c.cfg.Rand, hopSpec(path[i]), &circ.acts)
+		err = circ.cc.Extend(c.cfg.Rand, HopSpec(path[i]), &circ.acts)
 		if err == nil {
 			c.apply(circ)
 		}

@@ -43,7 +43,7 @@ func TestGuardsSampledOnceAndKept(t *testing.T) {
 	}
 	// The first guard is every circuit's first hop.
 	for range 50 {
-		p, err := choosePath(&again, cons, t0, rand.Reader, pathReq{port: 80, length: 3})
+		p, err := ChoosePath(&again, cons, t0, rand.Reader, PathRequest{Port: 80, Length: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +172,7 @@ func TestPathAvoidsFamilyAndPrefersStable(t *testing.T) {
 	g.Family = fam
 	sortIDs(g.Family)
 	for range 100 {
-		p, err := choosePath(&gs, cons, t0, rand.Reader, pathReq{port: 80, length: 3})
+		p, err := ChoosePath(&gs, cons, t0, rand.Reader, PathRequest{Port: 80, Length: 3})
 		if err != nil {
 			continue // the free relays may not include an exit
 		}
@@ -198,7 +198,7 @@ func TestPathAvoidsFamilyAndPrefersStable(t *testing.T) {
 		}
 	}
 	for range 50 {
-		p, err := choosePath(&gs, cons, t0, rand.Reader, pathReq{port: 22, stable: true, length: 3})
+		p, err := ChoosePath(&gs, cons, t0, rand.Reader, PathRequest{Port: 22, Stable: true, Length: 3})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -52,19 +52,20 @@ var longLivedPorts = []uint16{21, 22, 706, 1863, 5050, 5190, 5222, 5223, 6523, 6
 // NeedsStable reports whether streams to port prefer Stable relays.
 func NeedsStable(port uint16) bool { return slices.Contains(longLivedPorts, port) }
 
-// pathReq is what a path must satisfy.
-type pathReq struct {
-	port   uint16
-	stable bool
-	length int
-	avoid  func(*directory.RouterStatus) bool // recently failed relays; may be nil
+// PathRequest is what a path must satisfy.
+type PathRequest struct {
+	Port   uint16
+	Stable bool                               // prefer Stable relays (long-lived streams)
+	Length int                                // hops, guard and exit included
+	Avoid  func(*directory.RouterStatus) bool // e.g. recently failed relays; may be nil
 }
 
-// choosePath picks a path for req from the guard sample and the
-// consensus. It is a pure function of its arguments (rnd supplies the
-// randomness). It tries each guard in preference order until one admits an
-// exit and middles; it returns ErrNoGuard or ErrNoPath.
-func choosePath(gs *GuardSet, cons *directory.Consensus, now time.Time, rnd io.Reader, req pathReq) ([]*directory.RouterStatus, error) {
+// ChoosePath picks a path (guard first, exit last) for req from the guard
+// sample and the consensus. It is a pure function of its arguments (rnd
+// supplies the randomness), so the daemon and the simulator choose paths
+// with the same code. It tries each guard in preference order until one
+// admits an exit and middles; it returns ErrNoGuard or ErrNoPath.
+func ChoosePath(gs *GuardSet, cons *directory.Consensus, now time.Time, rnd io.Reader, req PathRequest) ([]*directory.RouterStatus, error) {
 	tried := map[directory.RelayID]bool{}
 	for range MaxSampledGuards {
 		guard := PickGuard(gs, cons, now, func(r *directory.RouterStatus) bool { return tried[r.ID] })
@@ -83,20 +84,20 @@ func choosePath(gs *GuardSet, cons *directory.Consensus, now time.Time, rnd io.R
 }
 
 // pathFrom completes a path starting at guard, or returns nil.
-func pathFrom(guard *directory.RouterStatus, cons *directory.Consensus, rnd io.Reader, req pathReq) []*directory.RouterStatus {
+func pathFrom(guard *directory.RouterStatus, cons *directory.Consensus, rnd io.Reader, req PathRequest) []*directory.RouterStatus {
 	path := []*directory.RouterStatus{guard}
 	fits := func(r *directory.RouterStatus) bool {
 		return r.Flags.Has(directory.FlagRunning|directory.FlagValid) && !conflictsWithAny(r, path)
 	}
 	exit := pickPreferred(cons, rnd, roleExit, req, func(r *directory.RouterStatus) bool {
 		return fits(r) && r.Flags.Has(directory.FlagExit) && !r.Flags.Has(directory.FlagBadExit) &&
-			r.ExitPolicy != nil && r.ExitPolicy.AllowsPort(req.port)
+			r.ExitPolicy != nil && r.ExitPolicy.AllowsPort(req.Port)
 	})
 	if exit == nil {
 		return nil
 	}
 	path = append(path, exit)
-	for len(path) < req.length {
+	for len(path) < req.Length {
 		m := pickPreferred(cons, rnd, roleMiddle, req, fits)
 		if m == nil {
 			return nil
@@ -112,12 +113,12 @@ func pathFrom(guard *directory.RouterStatus, cons *directory.Consensus, rnd io.R
 
 // pickPreferred picks among relays satisfying ok, preferring in turn:
 // Fast (+Stable if req.stable) and not avoided; not avoided; anything.
-func pickPreferred(cons *directory.Consensus, rnd io.Reader, ro role, req pathReq, ok func(*directory.RouterStatus) bool) *directory.RouterStatus {
+func pickPreferred(cons *directory.Consensus, rnd io.Reader, ro role, req PathRequest, ok func(*directory.RouterStatus) bool) *directory.RouterStatus {
 	want := directory.FlagFast
-	if req.stable {
+	if req.Stable {
 		want |= directory.FlagStable
 	}
-	avoided := func(r *directory.RouterStatus) bool { return req.avoid != nil && req.avoid(r) }
+	avoided := func(r *directory.RouterStatus) bool { return req.Avoid != nil && req.Avoid(r) }
 	if r := weightedPick(cons, rnd, ro, func(r *directory.RouterStatus) bool {
 		return ok(r) && r.Flags.Has(want) && !avoided(r)
 	}); r != nil {
@@ -204,6 +205,7 @@ func sameSubnet(a, b netip.Addr) bool {
 	return pa == pb
 }
 
-func hopSpec(r *directory.RouterStatus) circuit.HopSpec {
+// HopSpec is what a circuit handshake needs of relay r.
+func HopSpec(r *directory.RouterStatus) circuit.HopSpec {
 	return circuit.HopSpec{Identity: r.ID, LinkKey: r.LinkKey, OnionKey: r.OnionKey, OnionKeyPQ: r.OnionKeyPQ, Addr: r.Address}
 }

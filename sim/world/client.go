@@ -206,7 +206,7 @@ func (c *Client) create(circ *ccirc, cl *clink) {
 	}
 	circ.link, circ.id = cl, cl.nextID|circuit.CircIDHighBit
 	cl.circs[circ.id] = circ
-	payloads, err := circ.cc.Create(c.rand, hopSpec(circ.path[0]))
+	payloads, err := circ.cc.Create(c.rand, client.HopSpec(circ.path[0]))
 	if err != nil {
 		c.kill(circ, "handshake", false)
 		return
@@ -221,7 +221,7 @@ func (c *Client) create(circ *ccirc, cl *clink) {
 func (c *Client) extendNext(circ *ccirc) {
 	if h := circ.cc.Hops(); h < len(circ.path) {
 		circ.acts2.Reset()
-		if err := circ.cc.Extend(c.rand, hopSpec(circ.path[h]), &circ.acts2); err != nil {
+		if err := circ.cc.Extend(c.rand, client.HopSpec(circ.path[h]), &circ.acts2); err != nil {
 			c.kill(circ, "handshake", true)
 			return
 		}
