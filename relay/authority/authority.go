@@ -85,7 +85,11 @@ type Authority struct {
 	client *dirclient.Client
 	self   int
 	sem    chan struct{}
-	ran    atomic.Bool
+	// reachKick wakes the reachability loop when a descriptor arrives, so
+	// a new relay is tested at once rather than at the next tick (a new
+	// network's first vote then already lists its relays).
+	reachKick chan struct{}
+	ran       atomic.Bool
 
 	mu            sync.Mutex // guards the fields below and all calls into core
 	core          *directory.Authority
@@ -133,15 +137,16 @@ func New(cfg Config) (*Authority, error) {
 		return nil, fmt.Errorf("%w: the network file lists this identity under another name", ErrConfig)
 	}
 	a := &Authority{
-		cfg:    cfg,
-		sched:  sched,
-		tester: cfg.Tester,
-		log:    cfg.Logger,
-		now:    cfg.Now,
-		client: cfg.Client,
-		self:   self,
-		sem:    make(chan struct{}, MaxConcurrentRequests),
-		core:   core,
+		cfg:       cfg,
+		sched:     sched,
+		reachKick: make(chan struct{}, 1),
+		tester:    cfg.Tester,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		client:    cfg.Client,
+		self:      self,
+		sem:       make(chan struct{}, MaxConcurrentRequests),
+		core:      core,
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)

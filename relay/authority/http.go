@@ -98,6 +98,10 @@ func (a *Authority) postDescriptor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.log.Debug("descriptor accepted", "nickname", d.Nickname, "relay", d.ID().String())
+	select {
+	case a.reachKick <- struct{}{}:
+	default:
+	}
 	_, _ = io.WriteString(w, "ok\n")
 }
 

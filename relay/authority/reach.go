@@ -106,6 +106,8 @@ func (a *Authority) reachLoop(ctx context.Context) {
 			timer.Stop()
 			return
 		case <-timer.C:
+		case <-a.reachKick:
+			timer.Stop()
 		}
 	}
 }
