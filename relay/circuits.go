@@ -27,6 +27,9 @@ type linkState struct {
 	// CREATEs (which would answer one circuit with several DESTROYs).
 	refused map[uint32]int
 	nextID  uint32
+	// active is when the link last carried a cell (unix nanoseconds of
+	// the relay's clock), for closing idle links.
+	active atomic.Int64
 }
 
 // maxRefusedCreates bounds the refused CREATEs whose continuations one link
@@ -78,6 +81,7 @@ func (r *Relay) addLink(link *linkio.Conn, dialed bool) (*linkState, bool) {
 	ls := &linkState{link: link, remote: remoteAddr(link.RemoteAddr()), relay: dialed || r.isKnownRelay(link.PeerStatic()),
 		circs: make(map[uint32]circSide), pending: make(map[uint32]*pendingCreate), refused: make(map[uint32]int)}
 	ls.sched = newLinkSched(r, link)
+	ls.active.Store(r.cfg.Now().UnixNano())
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -136,6 +140,7 @@ func (r *Relay) readLink(ls *linkState, dialed bool) {
 }
 
 func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
+	ls.active.Store(r.cfg.Now().UnixNano())
 	r.metrics.CellsRead.Inc()
 	r.metrics.BytesRead.Add(circuit.CellSize)
 	ls.mu.Lock()

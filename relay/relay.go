@@ -107,6 +107,10 @@ type Config struct {
 	// DrainTimeout is how long Run lets circuits finish after ctx is
 	// done before closing every link (default 0: close at once).
 	DrainTimeout time.Duration
+	// IdleLinkTimeout closes a link that has carried no circuit and no
+	// cell for this long (default DefaultIdleLinkTimeout; negative:
+	// never), so idle links do not pile up.
+	IdleLinkTimeout time.Duration
 	// DataDir, if set, keeps rotated onion keys (onion.key, and
 	// onion.key.prev during the overlap).
 	DataDir string
@@ -218,6 +222,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.ConsensusInterval == 0 {
 		cfg.ConsensusInterval = 10 * time.Second
+	}
+	if cfg.IdleLinkTimeout == 0 {
+		cfg.IdleLinkTimeout = DefaultIdleLinkTimeout
 	}
 	if cfg.MaxInboundLinks == 0 {
 		cfg.MaxInboundLinks = DefaultMaxInboundLinks
@@ -363,6 +370,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.spawn(func() { r.consensusLoop(ctx) })
 	r.spawn(func() { r.oomLoop(inner) })
 	r.spawn(func() { r.rotateLoop(ctx) })
+	r.spawn(func() { r.idleLoop(inner) })
 	listeners := append([]net.Listener{r.cfg.Listener}, r.cfg.Listeners...)
 	slots := make(chan struct{}, r.cfg.MaxInboundLinks)
 	errs := make(chan error, len(listeners))

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -339,4 +340,78 @@ func TestRefusedCreateContinuationsDropped(t *testing.T) {
 	if got[0] != refused || got[1] != sentinel {
 		t.Fatalf("DESTROYs for circuits %x, want one for %x then one for %x", got, uint32(refused), uint32(sentinel))
 	}
+}
+
+// TestIdleLinksClosed: a link with no circuit and no traffic for
+// IdleLinkTimeout is closed; a link carrying a circuit is kept. The relay
+// runs on a clock the test moves, so no real waiting decides the outcome.
+func TestIdleLinksClosed(t *testing.T) {
+	_, id, _ := ed25519.GenerateKey(rand.Reader)
+	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
+	onion, _ := crypto.GenerateOnionKey(rand.Reader)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
+	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
+	var mu sync.Mutex
+	offset := time.Duration(0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+	adv := ln.Addr().(*net.TCPAddr).AddrPort()
+	r, err := New(Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
+		Advertise: adv, Network: network, ExtendAllowPrivate: true, Now: now, IdleLinkTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: adv}
+	busy := dialOneHop(t, spec) // carries a circuit
+	throwaway, _ := crypto.GenerateStaticKey(rand.Reader)
+	var d net.Dialer
+	idle, err := linkio.Dial(context.Background(), &d, adv.String(), &throwaway, linkKey.Public, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	go idle.ReadLoop(func(*circuit.Cell) error { return nil })
+	// The relay registers an accepted link just after the handshake
+	// completes: wait for both before moving the clock.
+	for start := time.Now(); ; {
+		r.mu.Lock()
+		n := len(r.links)
+		r.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("relay holds %d links, want 2", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	mu.Lock()
+	offset = time.Hour
+	mu.Unlock()
+	select {
+	case <-idle.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("idle link not closed")
+	}
+	// The pass that closed the idle link saw the busy one with the same
+	// clock and kept it: it still works.
+	select {
+	case <-busy.link.Done():
+		t.Fatal("a link carrying a circuit was closed as idle")
+	default:
+	}
+	if _, err := busy.cc.OpenStream("127.0.0.1", 9, &busy.acts); err != nil {
+		t.Fatal(err)
+	}
+	busy.flush()
+	busy.recv() // an END (nothing listens on port 9, and the policy rejects all): the link is alive
 }
