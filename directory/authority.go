@@ -28,6 +28,7 @@ type Authority struct {
 	descs    map[RelayID]heldDescriptor
 	reach    map[RelayID]*reachState
 	rounds   map[int64]*round
+	testing  bool // TestingAllFlags
 }
 
 // AuthorityConfig configures the voting logic of one authority.
@@ -42,6 +43,11 @@ type AuthorityConfig struct {
 	// BadExits are relays this authority's operator judged unfit to be
 	// exits; it votes BadExit for them.
 	BadExits []RelayID
+	// TestingAllFlags votes Fast, Stable, Guard and HSDir for every
+	// Running relay, as Tor's TestingDirAuthVoteGuard does: a private test
+	// network whose relays are all young would otherwise give Guard to
+	// only the older half, forever. Never for a real network.
+	TestingAllFlags bool
 }
 
 type heldDescriptor struct {
@@ -90,6 +96,7 @@ func NewAuthority(cfg AuthorityConfig) (*Authority, error) {
 	a := &Authority{
 		net: net, sched: cfg.Schedule, signer: cfg.Signer, params: cfg.Params, self: self,
 		badExits: map[RelayID]bool{},
+		testing:  cfg.TestingAllFlags,
 		descs:    map[RelayID]heldDescriptor{},
 		reach:    map[RelayID]*reachState{},
 		rounds:   map[int64]*round{},

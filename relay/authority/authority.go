@@ -65,6 +65,9 @@ type Config struct {
 	Params directory.Params
 	// BadExits are relays this authority's operator votes BadExit.
 	BadExits []directory.RelayID
+	// TestingAllFlags makes every Running relay Fast, Stable and Guard:
+	// for private test networks only (directory.AuthorityConfig).
+	TestingAllFlags bool
 	// Tester tests reachability; nil means LinkTester().
 	Tester Tester
 	// Interval, VoteDelay and SigDelay are the voting schedule; all
@@ -124,7 +127,7 @@ func New(cfg Config) (*Authority, error) {
 	}
 	sched := directory.Schedule{Interval: cfg.Interval, VoteDelay: cfg.VoteDelay, SigDelay: cfg.SigDelay}
 	core, err := directory.NewAuthority(directory.AuthorityConfig{
-		Network: cfg.Network, Schedule: sched, Signer: cfg.Signer, Params: cfg.Params, BadExits: cfg.BadExits,
+		Network: cfg.Network, Schedule: sched, Signer: cfg.Signer, Params: cfg.Params, BadExits: cfg.BadExits, TestingAllFlags: cfg.TestingAllFlags,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
