@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"io"
 	"net"
@@ -18,44 +17,23 @@ import (
 	"github.com/veilnet/veil/internal/linkio"
 )
 
-// testRelay starts a one-relay "network" whose only authority is not
-// running (descriptor uploads fail and are retried; nothing here needs a
-// consensus) and returns what a client needs to reach it.
+// testRelay starts a relay (startRelay) with the given exit policy whose
+// only authority is not running (nothing here needs a consensus), and
+// returns what a client needs to reach it and a stop function.
 func testRelay(t *testing.T, policy string, allowPrivate bool) (circuit.HopSpec, func()) {
 	t.Helper()
-	return testRelayWith(t, func(c *Config) {
-		p, err := directory.ParseExitPolicy(policy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.ExitPolicy, c.AllowPrivateExit = p, allowPrivate
-	})
+	p, err := directory.ParseExitPolicy(policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testRelayWith(t, func(c *Config) { c.ExitPolicy, c.AllowPrivateExit = p, allowPrivate })
 }
 
-// testRelayWith is testRelay with the config adjusted by mod.
+// testRelayWith starts a relay configured by mod (after startRelay's
+// defaults) and returns its hop spec and a stop function.
 func testRelayWith(t *testing.T, mod func(*Config)) (circuit.HopSpec, func()) {
 	t.Helper()
-	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
-	onion, _ := crypto.GenerateOnionKey(rand.Reader)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
-	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
-	adv := ln.Addr().(*net.TCPAddr).AddrPort()
-	cfg := Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
-		Advertise: adv, ExtendAllowPrivate: true, Network: network, ConsensusInterval: -1}
-	mod(&cfg)
-	r, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
-	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: adv}
+	_, spec, cancel, done := startRelay(t, mod)
 	return spec, func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -246,29 +224,14 @@ func TestIsPrivate(t *testing.T) {
 // TestInboundLinkLimit: beyond MaxInboundLinks, new connections are closed
 // at once, and a slot frees when a link goes away.
 func TestInboundLinkLimit(t *testing.T) {
-	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
-	onion, _ := crypto.GenerateOnionKey(rand.Reader)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
-	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
-	r, err := New(Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
-		Advertise: ln.Addr().(*net.TCPAddr).AddrPort(), Network: network, MaxInboundLinks: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	_, spec, cancel, done := startRelay(t, func(c *Config) { c.MaxInboundLinks = 2 })
 	defer func() { cancel(); <-done }()
+	addr := spec.Addr.String()
 
 	// Two silent connections hold both slots (they sit in the handshake).
 	var held []net.Conn
 	for range 2 {
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,8 +239,9 @@ func TestInboundLinkLimit(t *testing.T) {
 	}
 	// The third is closed by the relay: a read sees EOF, not a timeout.
 	var third net.Conn
+	var err error
 	for range 50 { // the relay may not have accepted the first two yet
-		third, err = net.Dial("tcp", ln.Addr().String())
+		third, err = net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -295,7 +259,6 @@ func TestInboundLinkLimit(t *testing.T) {
 		c.Close()
 	}
 	// A slot frees: a real link now completes.
-	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: ln.Addr().(*net.TCPAddr).AddrPort()}
 	linked := false
 	for range 50 {
 		throwaway, _ := crypto.GenerateStaticKey(rand.Reader)
@@ -346,34 +309,20 @@ func TestRefusedCreateContinuationsDropped(t *testing.T) {
 // IdleLinkTimeout is closed; a link carrying a circuit is kept. The relay
 // runs on a clock the test moves, so no real waiting decides the outcome.
 func TestIdleLinksClosed(t *testing.T) {
-	_, id, _ := ed25519.GenerateKey(rand.Reader)
-	linkKey, _ := crypto.GenerateStaticKey(rand.Reader)
-	onion, _ := crypto.GenerateOnionKey(rand.Reader)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, authKey, _ := ed25519.GenerateKey(rand.Reader)
-	network := &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}
 	var mu sync.Mutex
 	offset := time.Duration(0)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
-	adv := ln.Addr().(*net.TCPAddr).AddrPort()
-	r, err := New(Config{Nickname: "t", Identity: id, LinkKey: linkKey, OnionKey: onion, Listener: ln,
-		Advertise: adv, Network: network, ExtendAllowPrivate: true, Now: now, IdleLinkTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx) }()
+	r, spec, cancel, done := startRelay(t, func(c *Config) {
+		c.Now, c.IdleLinkTimeout = now, time.Minute
+		c.ExitPolicy, c.AllowPrivateExit = directory.RejectAllPolicy(), false
+	})
 	defer func() { cancel(); <-done }()
+	adv, linkKey := spec.Addr, spec.LinkKey
 
-	spec := circuit.HopSpec{Identity: [32]byte(id.Public().(ed25519.PublicKey)), LinkKey: linkKey.Public, OnionKey: onion.X25519.Public, OnionKeyPQ: onion.KEMPublic[:], Addr: adv}
 	busy := dialOneHop(t, spec) // carries a circuit
 	throwaway, _ := crypto.GenerateStaticKey(rand.Reader)
 	var d net.Dialer
-	idle, err := linkio.Dial(context.Background(), &d, adv.String(), &throwaway, linkKey.Public, rand.Reader)
+	idle, err := linkio.Dial(context.Background(), &d, adv.String(), &throwaway, linkKey, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
