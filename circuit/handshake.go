@@ -131,15 +131,23 @@ func RespondHandshake(rand io.Reader, relayID [32]byte, onion *crypto.StaticKey,
 	if pos < 1 || pos > MaxHops {
 		return nil, nil, 0, fmt.Errorf("%w: position %d", ErrHandshake, pos)
 	}
-	msg2, cs1, cs2, err := hs.WriteMessage(make([]byte, 0, HandshakeMsg2Size), nil)
+	msg2, keys, err = finishResponder(hs, HandshakeMsg2Size)
+	return msg2, keys, pos, err
+}
+
+// finishResponder writes the responder's message 2 (of size bytes), which
+// completes an NK-shaped handshake, and returns it with the hop's layer
+// keys: the first split key protects client-to-relay traffic.
+func finishResponder(hs *noise.HandshakeState, size int) ([]byte, *HopKeys, error) {
+	msg2, cs1, cs2, err := hs.WriteMessage(make([]byte, 0, size), nil)
 	if err != nil {
-		return nil, nil, 0, ErrHandshake
+		return nil, nil, ErrHandshake
 	}
 	f, b, err := crypto.SplitKeys(cs1, cs2)
 	if err != nil {
-		return nil, nil, 0, ErrHandshake
+		return nil, nil, ErrHandshake
 	}
-	return msg2, &HopKeys{Forward: f, Backward: b}, pos, nil
+	return msg2, &HopKeys{Forward: f, Backward: b}, nil
 }
 
 // recoverAs turns a panic inside a third-party handshake library into

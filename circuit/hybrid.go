@@ -155,13 +155,6 @@ func RespondHybridHandshake(rand io.Reader, relayID [32]byte, keys []*crypto.Oni
 	if err := hs.SetPresharedKey(ss[:]); err != nil {
 		return nil, nil, 0, ErrHandshake
 	}
-	msg2, cs1, cs2, err := hs.WriteMessage(make([]byte, 0, HybridMsg2Size), nil)
-	if err != nil {
-		return nil, nil, 0, ErrHandshake
-	}
-	f, b, err := crypto.SplitKeys(cs1, cs2)
-	if err != nil {
-		return nil, nil, 0, ErrHandshake
-	}
-	return msg2, &HopKeys{Forward: f, Backward: b}, pos, nil
+	msg2, hk, err = finishResponder(hs, HybridMsg2Size)
+	return msg2, hk, pos, err
 }

@@ -61,24 +61,8 @@ func dialOneHop(t *testing.T, spec circuit.HopSpec) *oneHop {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &oneHop{t: t, link: link, cc: circuit.NewClientCircuit(time.Now), cells: make(chan circuit.Cell, 1024)}
-	go link.ReadLoop(func(c *circuit.Cell) error { h.cells <- *c; return nil })
 	t.Cleanup(func() { link.Close() })
-	payloads, err := h.cc.Create(rand.Reader, spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range payloads {
-		h.send(circuit.Cell{CircID: testCircID, Cmd: circuit.CmdCreate, Payload: p})
-	}
-	c := h.next()
-	if c.Cmd != circuit.CmdCreated {
-		t.Fatalf("got cell %d, want CREATED", c.Cmd)
-	}
-	if err := h.cc.HandleCreated(&c.Payload); err != nil {
-		t.Fatal(err)
-	}
-	return h
+	return oneHopOver(t, link, spec)
 }
 
 func (h *oneHop) send(c circuit.Cell) {
