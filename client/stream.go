@@ -185,11 +185,10 @@ func newStream(c *Client, circ *clientCirc, id uint16) *Stream {
 
 // Called with circ.mu held.
 func (s *Stream) connected() { close(s.open) }
-func (s *Stream) push(b []byte) {
-	s.chunks = append(s.chunks, b)
-	notify(s.readyR)
-}
-func (s *Stream) wake() { notify(s.readyW) }
+
+// push queues data; the caller wakes the reader (notify(s.readyR)).
+func (s *Stream) push(b []byte) { s.chunks = append(s.chunks, b) }
+func (s *Stream) wake()         { notify(s.readyW) }
 
 // finished: the exit half-closed (FIN); reads return io.EOF once the
 // buffered bytes are read, and writes go on.
@@ -237,18 +236,29 @@ func (s *Stream) Read(p []byte) (int, error) {
 	for {
 		s.circ.mu.Lock()
 		if len(s.chunks) > 0 {
-			n := copy(p, s.chunks[0])
-			if n == len(s.chunks[0]) {
+			// Take as many chunks as fit: a reader with a large buffer
+			// (io.Copy's 32 KiB) then makes one write of many cells'
+			// data instead of one write per cell.
+			n, cells := 0, 0
+			for n < len(p) && len(s.chunks) > 0 {
+				m := copy(p[n:], s.chunks[0])
+				n += m
+				if m < len(s.chunks[0]) {
+					s.chunks[0] = s.chunks[0][m:]
+					break
+				}
 				s.chunks[0] = nil
 				s.chunks = s.chunks[1:]
-				if !s.circ.dead {
-					s.circ.acts.Reset()
-					if s.circ.cc.StreamConsumed(s.id, 1, &s.circ.acts) == nil {
-						s.c.apply(s.circ)
-					}
+				cells++
+			}
+			if len(s.chunks) == 0 {
+				s.chunks = s.chunks[:0:0] // let the drained array go
+			}
+			if cells > 0 && !s.circ.dead {
+				s.circ.acts.Reset()
+				if s.circ.cc.StreamConsumed(s.id, cells, &s.circ.acts) == nil {
+					s.c.apply(s.circ)
 				}
-			} else {
-				s.chunks[0] = s.chunks[0][n:]
 			}
 			s.circ.mu.Unlock()
 			return n, nil

@@ -120,7 +120,8 @@ func (r *Relay) serveLink(link *linkio.Conn, dialed bool) {
 // readLink is serveLink for a link already registered.
 func (r *Relay) readLink(ls *linkState, dialed bool) {
 	link := ls.link
-	err := link.ReadLoop(func(c *circuit.Cell) error { return r.handleCell(ls, c) })
+	rd := &linkReader{r: r, ls: ls}
+	err := link.ReadBatches(rd.handle, rd.flush)
 	r.log.Debug("link closed", "err", r.safeErr(err))
 	r.mu.Lock()
 	delete(r.links, link)
@@ -139,10 +140,34 @@ func (r *Relay) readLink(ls *linkState, dialed bool) {
 	}
 }
 
-func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
-	ls.active.Store(r.cfg.Now().UnixNano())
-	r.metrics.CellsRead.Inc()
-	r.metrics.BytesRead.Add(circuit.CellSize)
+// linkReader is the state of one link's reader goroutine: the writers it
+// must wake at the end of each batch of cells, and the cells it counted
+// (metrics and the idle clock are updated once per batch, not per cell).
+type linkReader struct {
+	r     *Relay
+	ls    *linkState
+	w     waker
+	cells int
+}
+
+func (rd *linkReader) handle(c *circuit.Cell) error {
+	rd.cells++
+	return rd.r.handleCell(rd.ls, c, &rd.w)
+}
+
+// flush runs after each batch the link's reader read.
+func (rd *linkReader) flush() error {
+	rd.w.flush()
+	rd.ls.active.Store(rd.r.cfg.Now().UnixNano())
+	rd.r.metrics.CellsRead.Add(float64(rd.cells))
+	rd.r.metrics.BytesRead.Add(float64(rd.cells * circuit.CellSize))
+	rd.cells = 0
+	return nil
+}
+
+// handleCell takes one cell from ls. Writers it queues cells for are
+// woken at w's flush (w nil: at once).
+func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker) error {
 	ls.mu.Lock()
 	pc := ls.pending[c.CircID]
 	if n, ok := ls.refused[c.CircID]; ok && c.Cmd == circuit.CmdCreate {
@@ -154,13 +179,11 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
 		ls.mu.Unlock()
 		return nil // the rest of a CREATE already refused
 	}
+	side, ok := ls.circs[c.CircID]
 	ls.mu.Unlock()
 	if c.Cmd == circuit.CmdCreate || pc != nil {
 		return r.handleCreate(ls, c, pc)
 	}
-	ls.mu.Lock()
-	side, ok := ls.circs[c.CircID]
-	ls.mu.Unlock()
 	if !ok {
 		return nil // a circuit we already tore down; cells may still be in flight
 	}
@@ -194,7 +217,7 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell) error {
 		err = circuit.ErrProtocol
 	}
 	if err == nil {
-		r.apply(e)
+		r.applyBatched(e, w)
 	}
 	e.mu.Unlock()
 	if err != nil {
@@ -319,7 +342,7 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 	r.mu.Unlock()
 	r.metrics.Circuits.Inc()
 	reply := circuit.Cell{CircID: c.CircID, Cmd: circuit.CmdCreated, Payload: *created}
-	if ls.sched.push(e.prevQ, reply) != nil {
+	if ls.sched.push(e.prevQ, nil, reply) != nil {
 		r.destroy(e, circuit.DestroyResourceLimit, nil)
 	}
 	return nil
@@ -328,20 +351,24 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 // apply carries out e.acts. e.mu is held. It never blocks: cells go to
 // the circuit's queues, and a queue that overflows has the circuit
 // destroyed (asynchronously: destroy takes e.mu).
-func (r *Relay) apply(e *circEntry) {
+func (r *Relay) apply(e *circEntry) { r.applyBatched(e, nil) }
+
+// applyBatched is apply for a link reader: the writers it queues cells for
+// are woken at w's flush.
+func (r *Relay) applyBatched(e *circEntry, w *waker) {
 	a := &e.acts
 	overflow := false
 	if len(a.ToNext) > 0 && e.next != nil {
 		for i := range a.ToNext {
 			a.ToNext[i].CircID = e.nextID
 		}
-		overflow = e.next.sched.push(e.nextQ, a.ToNext...) != nil
+		overflow = e.next.sched.push(e.nextQ, w, a.ToNext...) != nil
 	}
 	if len(a.ToPrev) > 0 && !overflow {
 		for i := range a.ToPrev {
 			a.ToPrev[i].CircID = e.prevID
 		}
-		overflow = e.prev.sched.push(e.prevQ, a.ToPrev...) != nil
+		overflow = e.prev.sched.push(e.prevQ, w, a.ToPrev...) != nil
 	}
 	if overflow {
 		r.metrics.Refuse(metrics.RefuseQueueFull)
@@ -491,7 +518,7 @@ func (r *Relay) extend(ctx context.Context, e *circEntry, req *circuit.ExtendReq
 		for i := range payloads {
 			cells[i] = circuit.Cell{CircID: id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
 		}
-		perr = ls.sched.push(e.nextQ, cells...)
+		perr = ls.sched.push(e.nextQ, nil, cells...)
 		e.timer = time.AfterFunc(ExtendTimeout, func() { r.extendTimedOut(e) })
 	}
 	e.mu.Unlock()

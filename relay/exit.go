@@ -235,6 +235,9 @@ type exitStream struct {
 	finOut  bool          // guarded by qmu: the target sent EOF; the client got FIN
 	once    sync.Once
 	done    chan struct{}
+	// fullReads counts consecutive reads from the target that filled the
+	// buffer (readLoop only).
+	fullReads int
 }
 
 // deliver queues client data for the target. e.mu is held. The window
@@ -286,9 +289,15 @@ func (s *exitStream) close() {
 	})
 }
 
-// exitReadBuf is the read buffer of one exit stream: small, because a
-// busy exit holds thousands, and a few cells' worth per read is enough.
-const exitReadBuf = 4096
+// exitReadBuf is the first read buffer of an exit stream: small, because
+// a busy exit holds thousands of streams and most carry little. A stream
+// whose reads keep filling the buffer (4 in a row) is a bulk one: its
+// buffer grows, 4 times at a step, to exitReadBufMax, so it takes many
+// cells' worth per system call (and per wake-up of the link writer).
+const (
+	exitReadBuf    = 4096
+	exitReadBufMax = 64 << 10
+)
 
 // readLoop moves target bytes into DATA cells as the windows allow.
 func (s *exitStream) readLoop() {
@@ -296,7 +305,15 @@ func (s *exitStream) readLoop() {
 	buf := make([]byte, exitReadBuf)
 	reason := circuit.EndDone
 	for {
+		if n := len(buf); n < exitReadBufMax && s.fullReads >= 4 {
+			buf, s.fullReads = make([]byte, min(4*n, exitReadBufMax)), 0
+		}
 		n, err := s.conn.Read(buf)
+		if n == len(buf) {
+			s.fullReads++
+		} else {
+			s.fullReads = 0
+		}
 		if n > 0 {
 			s.r.metrics.ExitBytes.WithLabelValues("from_target").Add(float64(n))
 		}

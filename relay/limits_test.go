@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"errors"
 	"net/netip"
 	"testing"
@@ -143,10 +144,10 @@ func TestCircuitQueueBound(t *testing.T) {
 	r := newTestRelay(t, nil)
 	s := testSched(r)
 	e := testCircuit(r, s, 1)
-	if err := s.push(e.prevQ, cells(1, maxCircQueue)...); err != nil {
+	if err := s.push(e.prevQ, nil, cells(1, maxCircQueue)...); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.push(e.prevQ, cells(1, 1)...); !errors.Is(err, errQueueFull) {
+	if err := s.push(e.prevQ, nil, cells(1, 1)...); !errors.Is(err, errQueueFull) {
 		t.Fatalf("push beyond the bound: %v", err)
 	}
 	if got, want := r.queued.Load(), int64(maxCircQueue*circuit.CellSize); got != want || e.queued.Load() != want {
@@ -164,8 +165,8 @@ func TestSchedulerRoundRobin(t *testing.T) {
 	r := newTestRelay(t, nil)
 	s := testSched(r)
 	busy, quiet := testCircuit(r, s, 1), testCircuit(r, s, 2)
-	s.push(busy.prevQ, cells(1, 100)...)
-	s.push(quiet.prevQ, cells(2, 3)...)
+	s.push(busy.prevQ, nil, cells(1, 2*writeBatch)...)
+	s.push(quiet.prevQ, nil, cells(2, 3)...)
 	s.control(circuit.DestroyCell(9, circuit.DestroyResourceLimit))
 	batch := s.take(nil)
 	if len(batch) != writeBatch {
@@ -195,7 +196,7 @@ func TestSchedulerRoundRobin(t *testing.T) {
 			}
 		}
 	}
-	want := int64((100 + 3 + 1 - writeBatch) * circuit.CellSize)
+	want := int64((2*writeBatch + 3 + 1 - writeBatch) * circuit.CellSize)
 	if r.queued.Load() != want {
 		t.Fatalf("queued %d after take, want %d", r.queued.Load(), want)
 	}
@@ -207,9 +208,9 @@ func TestOOMHandler(t *testing.T) {
 	r := newTestRelay(t, func(c *Config) { c.MaxMemory = 12 * circuit.CellSize })
 	s := testSched(r)
 	small, big, mid := testCircuit(r, s, 1), testCircuit(r, s, 2), testCircuit(r, s, 3)
-	s.push(small.prevQ, cells(1, 2)...)
-	s.push(big.prevQ, cells(2, 10)...)
-	s.push(mid.prevQ, cells(3, 5)...)
+	s.push(small.prevQ, nil, cells(1, 2)...)
+	s.push(big.prevQ, nil, cells(2, 10)...)
+	s.push(mid.prevQ, nil, cells(3, 5)...)
 	select {
 	case <-r.oomKick:
 	default:
@@ -243,4 +244,73 @@ func metricValue(c prometheus.Collector) float64 {
 		return m.Counter.GetValue()
 	}
 	return m.Gauge.GetValue()
+}
+
+// TestReaderWakesWriterOncePerBatch: cells a link reader queues wake the
+// destination link's writer at the end of the reader's batch, once, not
+// at each cell; other pushes (exit streams, handshakes) wake it at once.
+func TestReaderWakesWriterOncePerBatch(t *testing.T) {
+	r := newTestRelay(t, nil)
+	s := testSched(r)
+	e := testCircuit(r, s, 1)
+	var w waker
+	for i := range 100 {
+		if err := s.push(e.prevQ, &w, cells(1, 1)...); err != nil {
+			t.Fatal(err)
+		}
+		if len(s.kick) != 0 {
+			t.Fatalf("writer woken at cell %d of the batch", i)
+		}
+	}
+	w.flush()
+	if len(s.kick) != 1 || len(w.scheds) != 0 {
+		t.Fatalf("after flush: %d wake-ups pending, %d writers remembered; want 1 and 0", len(s.kick), len(w.scheds))
+	}
+	<-s.kick
+	s.push(e.prevQ, nil, cells(1, 1)...)
+	if len(s.kick) != 1 {
+		t.Fatal("a push outside a reader batch did not wake the writer")
+	}
+	if got := len(s.take(nil)); got != 101 {
+		t.Fatalf("writer took %d cells, want all 101 in one batch", got)
+	}
+}
+
+// TestCircuitQueueOrderAcrossChunks: a queue spanning many pooled chunks
+// gives its cells back in order, however pushes and takes interleave, and
+// its accounting returns to zero.
+func TestCircuitQueueOrderAcrossChunks(t *testing.T) {
+	r := newTestRelay(t, nil)
+	s := testSched(r)
+	e := testCircuit(r, s, 1)
+	next, want := 0, 0
+	push := func(n int) {
+		batch := make([]circuit.Cell, n)
+		for i := range batch {
+			batch[i] = circuit.Cell{CircID: 1, Cmd: circuit.CmdRelay}
+			binary.BigEndian.PutUint32(batch[i].Payload[:], uint32(next))
+			next++
+		}
+		if err := s.push(e.prevQ, nil, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	take := func() {
+		for _, c := range s.take(nil) {
+			if got := int(binary.BigEndian.Uint32(c.Payload[:])); got != want {
+				t.Fatalf("cell %d came out as %d", want, got)
+			}
+			want++
+		}
+	}
+	for _, n := range []int{1, chunkCells - 1, 1, 3 * chunkCells, 7, 600} {
+		push(n)
+		take()
+	}
+	for want < next {
+		take()
+	}
+	if e.prevQ.len() != 0 || e.prevQ.head != nil || r.queued.Load() != 0 || e.queued.Load() != 0 {
+		t.Fatalf("after draining: %d cells, head %v, %d bytes accounted", e.prevQ.len(), e.prevQ.head, r.queued.Load())
+	}
 }

@@ -61,7 +61,11 @@ func TestLoadRelayChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := os.Getenv("VEIL_LOAD_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,8 +73,9 @@ func TestLoadRelayChild(t *testing.T) {
 	policy, _ := directory.ParseExitPolicy("accept *:*")
 	r, err := New(Config{Nickname: "load", Identity: keys.Identity, LinkKey: keys.Link, OnionKey: keys.Onion, Listener: ln,
 		Advertise: ln.Addr().(*net.TCPAddr).AddrPort(), ExitPolicy: policy, AllowPrivateExit: true, ConsensusInterval: -1,
-		UploadInterval: time.Hour,
-		Network:        &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}})
+		ExtendAllowPrivate: true, // the chain and capacity benchmarks extend between loopback relays
+		UploadInterval:     time.Hour,
+		Network:            &directory.Network{Name: "t", Authorities: []directory.AuthorityInfo{{Name: "a", Address: "127.0.0.1:1", Identity: authKey.Public().(ed25519.PublicKey)}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,6 +98,14 @@ func TestLoadRelayChild(t *testing.T) {
 		pprof.Lookup("heap").WriteTo(w, 0)
 	})
 	go http.Serve(hl, mux)
+	if p := os.Getenv("VEIL_LOAD_CPUPROFILE"); p != "" { // profile the relay process alone
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	fmt.Printf("LOAD %s %s\n", ln.Addr(), hl.Addr())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -422,7 +435,7 @@ func TestLoad(t *testing.T) {
 	relayedMB := float64(2*nStreams*nBytes) / 1e6 // payload bytes through the relay, both directions
 	t.Logf("relay process, 2 cores, %d circuits over %d links, %d streams of %d bytes each way", nCircs, nLinks, nStreams, nBytes)
 	t.Logf("baseline:        heap %6.1f MiB  rss %6.1f MiB  goroutines %d", mib(base.HeapInuse), mib(base.RSS), base.Goroutines)
-	t.Logf("%5d links:      heap %6.1f MiB  rss %6.1f MiB  (linkio preallocates a %d-cell queue per link)", nLinks, mib(withLinks.HeapInuse), mib(withLinks.RSS), linkio.QueueCells)
+	t.Logf("%5d links:      heap %6.1f MiB  rss %6.1f MiB  (a link's read buffer is one frame, %d bytes; its write batch is pooled)", nLinks, mib(withLinks.HeapInuse), mib(withLinks.RSS), circuit.MaxFramedSize)
 	t.Logf("%5d circuits:   heap %6.1f MiB  rss %6.1f MiB  → %.1f KiB heap per circuit (built in %v, relay CPU %.2fs)", nCircs,
 		mib(withCircs.HeapInuse), mib(withCircs.RSS), float64(int64(withCircs.HeapInuse)-int64(withLinks.HeapInuse))/float64(nCircs)/1024, buildTime.Round(time.Millisecond), withCircs.CPU-withLinks.CPU)
 	t.Logf("+%5d streams:  heap %6.1f MiB  rss %6.1f MiB  goroutines %d → %.1f KiB heap per stream (opened in %v)", nStreams,

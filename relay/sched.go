@@ -15,13 +15,17 @@ import (
 
 // The outbound side of a link. A link reader never writes to a link: it
 // appends the cells a circuit produced to that circuit's queue for the
-// destination link and returns at once. Each link has one writer
-// goroutine (linkSched.run) that takes one cell from each circuit with
-// cells waiting in turn (round robin, so circuits share a link fairly),
-// waits for bandwidth tokens and hands the batch to linkio. A full linkio
-// queue (a slow peer) stalls only that link's writer; its circuits' queues
-// grow up to maxCircQueue, beyond which the circuit is destroyed, and all
-// queued bytes count against the relay's memory cap.
+// destination link and goes on; at the end of each batch of cells it read
+// (one read from its socket) it wakes the writers it gave cells to, once
+// each (a waker). Each link has one writer goroutine (linkSched.run) that
+// takes one cell from each circuit with cells waiting in turn (round
+// robin, so circuits share a link fairly), encoding them straight into a
+// linkio.Batch of up to two full frames, waits for bandwidth tokens, and
+// seals and writes the batch itself (linkio.Conn.WriteBatch): one hand-off
+// between goroutines per hop, and one write per 254 cells when the
+// traffic is there. A slow peer stalls only that link's writer; its
+// circuits' queues grow up to maxCircQueue, beyond which the circuit is
+// destroyed, and all queued bytes count against the relay's memory cap.
 
 // Queue limits.
 const (
@@ -34,9 +38,9 @@ const (
 	// circuits that are gone) waiting on one link. A peer that makes us
 	// queue more than that, without reading, loses the link.
 	maxCtrlQueue = 4096
-	// writeBatch is the most cells one writer pass takes (one bandwidth
-	// reservation; linkio batches them into one frame).
-	writeBatch = 32
+	// writeBatch is the most cells one writer pass takes: one bandwidth
+	// reservation, one linkio.Batch, one write.
+	writeBatch = linkio.BatchCells
 )
 
 var (
@@ -44,36 +48,78 @@ var (
 	errCtrlFull  = errors.New("relay: link control queue full")
 )
 
-// chunkCells is the size of the pooled backing arrays of circuit queues:
-// a lightly loaded circuit's queue lives in one pooled chunk, so the
-// per-cell path allocates nothing; a busy one grows beyond it by append.
-const chunkCells = 16
+// chunkCells is the size of the pooled chunks circuit queues are made of:
+// a queue is a list of chunks, so it grows and shrinks without copying
+// and the per-cell path allocates nothing once the pool is warm.
+const chunkCells = 32
 
-// chunkPool holds *[]circuit.Cell of capacity chunkCells.
-var chunkPool = sync.Pool{New: func() any {
-	s := make([]circuit.Cell, 0, chunkCells)
-	return &s
-}}
+// cellChunk is a piece of a circuit queue: cells[head:tail] are queued.
+type cellChunk struct {
+	cells      [chunkCells]circuit.Cell
+	head, tail int
+	next       *cellChunk
+}
+
+var chunkPool = sync.Pool{New: func() any { return new(cellChunk) }}
+
+// batchPool holds the write buffers of link writers: a link holds one only
+// while it has cells to write.
+var batchPool = sync.Pool{New: func() any { return linkio.NewBatch() }}
 
 // cellQueue is one circuit's cells waiting for one link. Its fields are
 // guarded by the owning linkSched's mu.
 type cellQueue struct {
-	e      *circEntry
-	cells  []circuit.Cell
-	chunk  *[]circuit.Cell // the pooled array cells started in, or nil
-	head   int
-	active bool // in the scheduler's ring
-	gone   bool // dropped: the circuit is dead
+	e          *circEntry
+	head, tail *cellChunk
+	n          int
+	active     bool // in the scheduler's ring
+	gone       bool // dropped: the circuit is dead
 }
 
-func (q *cellQueue) len() int { return len(q.cells) - q.head }
+func (q *cellQueue) len() int { return q.n }
 
-// release empties q and gives its pooled chunk back.
-func (q *cellQueue) release() {
-	if q.chunk != nil {
-		chunkPool.Put(q.chunk)
+// add appends a copy of c.
+func (q *cellQueue) add(c *circuit.Cell) {
+	if q.tail == nil || q.tail.tail == chunkCells {
+		k := chunkPool.Get().(*cellChunk)
+		k.head, k.tail, k.next = 0, 0, nil
+		if q.tail == nil {
+			q.head = k
+		} else {
+			q.tail.next = k
+		}
+		q.tail = k
 	}
-	q.cells, q.chunk, q.head = nil, nil, 0
+	q.tail.cells[q.tail.tail] = *c
+	q.tail.tail++
+	q.n++
+}
+
+// front is the oldest cell; q must not be empty.
+func (q *cellQueue) front() *circuit.Cell { return &q.head.cells[q.head.head] }
+
+// pop forgets the oldest cell, giving an emptied chunk back.
+func (q *cellQueue) pop() {
+	k := q.head
+	k.head++
+	q.n--
+	if k.head == k.tail {
+		q.head = k.next
+		if q.head == nil {
+			q.tail = nil
+		}
+		chunkPool.Put(k)
+	}
+}
+
+// release empties q and gives its chunks back.
+func (q *cellQueue) release() {
+	for k := q.head; k != nil; {
+		next := k.next
+		chunkPool.Put(k)
+		k = next
+	}
+	q.head, q.tail, q.n = nil, nil, 0
 }
 
 // linkSched is a link's writer.
@@ -83,8 +129,10 @@ type linkSched struct {
 	done <-chan struct{} // link.Done()
 	mu   sync.Mutex
 	ctrl []circuit.Cell
-	ring []*cellQueue // queues with cells; run takes from ring[0] onwards
-	kick chan struct{}
+	// ring holds the queues with cells, in turn: ring[ringHead:].
+	ring     []*cellQueue
+	ringHead int
+	kick     chan struct{}
 }
 
 func newLinkSched(r *Relay, link *linkio.Conn) *linkSched {
@@ -98,12 +146,48 @@ func (s *linkSched) wake() {
 	}
 }
 
+// waker collects the link writers a reader gave cells to during one batch
+// and wakes each once at its end. It belongs to one reader goroutine.
+type waker struct {
+	scheds []*linkSched
+}
+
+// add remembers s (a reader feeds few links: a linear scan is enough).
+func (w *waker) add(s *linkSched) {
+	for _, x := range w.scheds {
+		if x == s {
+			return
+		}
+	}
+	w.scheds = append(w.scheds, s)
+}
+
+// flush wakes every writer collected since the last flush.
+func (w *waker) flush() {
+	for i, s := range w.scheds {
+		s.wake()
+		w.scheds[i] = nil
+	}
+	w.scheds = w.scheds[:0]
+}
+
 // newQueue returns an empty queue of e's cells for this link.
 func (s *linkSched) newQueue(e *circEntry) *cellQueue { return &cellQueue{e: e} }
 
-// push appends cells to q. It never blocks; errQueueFull means q would
-// exceed maxCircQueue and the caller must destroy the circuit.
-func (s *linkSched) push(q *cellQueue, cells ...circuit.Cell) error {
+// ringPush appends q to the round robin. s.mu is held.
+func (s *linkSched) ringPush(q *cellQueue) {
+	if len(s.ring) == cap(s.ring) && s.ringHead > 0 {
+		n := copy(s.ring, s.ring[s.ringHead:])
+		clear(s.ring[n:])
+		s.ring, s.ringHead = s.ring[:n], 0
+	}
+	s.ring = append(s.ring, q)
+}
+
+// push appends cells to q and wakes the writer, at once if w is nil or
+// at w's next flush. It never blocks; errQueueFull means q would exceed
+// maxCircQueue and the caller must destroy the circuit.
+func (s *linkSched) push(q *cellQueue, w *waker, cells ...circuit.Cell) error {
 	if len(cells) == 0 {
 		return nil
 	}
@@ -116,21 +200,20 @@ func (s *linkSched) push(q *cellQueue, cells ...circuit.Cell) error {
 		s.mu.Unlock()
 		return errQueueFull
 	}
-	if q.head > 0 && q.head == len(q.cells) {
-		q.cells, q.head = q.cells[:0], 0
+	for i := range cells {
+		q.add(&cells[i])
 	}
-	if q.cells == nil {
-		q.chunk = chunkPool.Get().(*[]circuit.Cell)
-		q.cells = (*q.chunk)[:0]
-	}
-	q.cells = append(q.cells, cells...)
 	if !q.active {
 		q.active = true
-		s.ring = append(s.ring, q)
+		s.ringPush(q)
 	}
 	s.mu.Unlock()
 	s.r.account(q.e, int64(len(cells)*circuit.CellSize))
-	s.wake()
+	if w != nil {
+		w.add(s)
+	} else {
+		s.wake()
+	}
 	return nil
 }
 
@@ -167,48 +250,66 @@ func (s *linkSched) drop(q *cellQueue) {
 	s.r.account(q.e, -int64(n*circuit.CellSize))
 }
 
-// take moves up to writeBatch cells into out: control cells first, then
-// one cell per active circuit queue in turn.
-func (s *linkSched) take(out []circuit.Cell) []circuit.Cell {
+// takeFunc passes up to max cells to put, in the order they are to be
+// written: control cells first, then one cell per active circuit queue
+// in turn. put runs under s.mu and must copy the cell. It returns how
+// many cells it passed.
+func (s *linkSched) takeFunc(max int, put func(*circuit.Cell)) int {
 	s.mu.Lock()
-	n := min(len(s.ctrl), writeBatch)
-	out = append(out, s.ctrl[:n]...)
+	n := min(len(s.ctrl), max)
+	for i := range n {
+		put(&s.ctrl[i])
+	}
 	s.ctrl = s.ctrl[n:]
 	if len(s.ctrl) == 0 {
 		s.ctrl = nil
 	}
-	for len(out) < writeBatch && len(s.ring) > 0 {
-		q := s.ring[0]
-		s.ring = s.ring[1:]
+	for n < max && s.ringHead < len(s.ring) {
+		q := s.ring[s.ringHead]
+		s.ring[s.ringHead] = nil
+		s.ringHead++
 		if q.gone || q.len() == 0 {
 			q.active = false
 			continue
 		}
-		out = append(out, q.cells[q.head]) // a Cell holds no pointers: no need to clear the slot
-		q.head++
+		put(q.front())
+		q.pop()
+		n++
 		s.r.accountCirc(q.e, -circuit.CellSize)
 		if q.len() > 0 {
-			s.ring = append(s.ring, q)
+			s.ringPush(q)
 		} else {
 			q.active = false
-			q.release() // give the memory back
 		}
 	}
-	if len(s.ring) == 0 {
-		s.ring = nil
+	if s.ringHead == len(s.ring) {
+		s.ring, s.ringHead = s.ring[:0], 0
 	}
 	s.mu.Unlock()
-	s.r.queued.Add(-int64(len(out) * circuit.CellSize))
+	s.r.queued.Add(-int64(n * circuit.CellSize))
+	return n
+}
+
+// take appends up to writeBatch cells to out (tests and benchmarks; the
+// writer encodes straight into its batch).
+func (s *linkSched) take(out []circuit.Cell) []circuit.Cell {
+	s.takeFunc(writeBatch, func(c *circuit.Cell) { out = append(out, *c) })
 	return out
 }
 
 // run writes queued cells until the link closes.
 func (s *linkSched) run() {
-	batch := make([]circuit.Cell, 0, writeBatch)
+	var b *linkio.Batch
 	m := s.r.metrics
+	add := func(c *circuit.Cell) { b.Add(c) }
 	for {
-		batch = s.take(batch[:0])
-		if len(batch) == 0 {
+		if b == nil {
+			b = batchPool.Get().(*linkio.Batch)
+		}
+		n := s.takeFunc(writeBatch, add)
+		if n == 0 {
+			batchPool.Put(b) // an idle link holds no write buffer
+			b = nil
 			select {
 			case <-s.kick:
 				continue
@@ -217,26 +318,22 @@ func (s *linkSched) run() {
 				return
 			}
 		}
-		if !s.r.bw.wait(s.done, len(batch)*circuit.CellSize) {
+		if !s.r.bw.wait(s.done, n*circuit.CellSize) || s.link.WriteBatch(b) != nil {
+			b.Reset()
+			batchPool.Put(b)
 			s.discard()
 			return
 		}
-		for i := range batch {
-			if s.link.Send(&batch[i]) != nil {
-				s.discard()
-				return
-			}
-		}
-		m.CellsWritten.Add(float64(len(batch)))
-		m.BytesWritten.Add(float64(len(batch) * circuit.CellSize))
+		m.CellsWritten.Add(float64(n))
+		m.BytesWritten.Add(float64(n * circuit.CellSize))
 	}
 }
 
 // discard forgets everything still queued when the link is gone.
 func (s *linkSched) discard() {
 	s.mu.Lock()
-	ring, nctrl := s.ring, len(s.ctrl)
-	s.ring, s.ctrl = nil, nil
+	ring, nctrl := s.ring[s.ringHead:], len(s.ctrl)
+	s.ring, s.ringHead, s.ctrl = nil, 0, nil
 	s.mu.Unlock()
 	s.r.account(nil, -int64(nctrl*circuit.CellSize))
 	for _, q := range ring {

@@ -21,7 +21,7 @@ func BenchmarkSchedPushTake(b *testing.B) {
 	b.SetBytes(circuit.CellSize)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s.push(circs[i%len(circs)].prevQ, cell...)
+		s.push(circs[i%len(circs)].prevQ, nil, cell...)
 		if i%writeBatch == writeBatch-1 {
 			batch = s.take(batch[:0])
 		}

@@ -1,8 +1,18 @@
 // Package linkio is the real driver for links: it runs the link handshake
-// and framing of package circuit over a net.Conn, with a reader that hands
-// each cell to a callback and a writer goroutine that batches queued cells
-// into large Noise frames (one write per frame, up to 127 cells: per-cell
-// syscalls cost more than all the crypto, DEPENDENCIES.md).
+// and framing of package circuit over a net.Conn.
+//
+// Reading (read.go): one goroutine per link reads as many bytes as the
+// socket has into one frame-sized buffer, opens each frame in place and
+// hands each cell to a callback, then calls a flush callback once per
+// read, so the caller can wake its writers once per batch of cells rather
+// than once per cell.
+//
+// Writing (write.go), two ways: WriteBatch seals a caller-filled Batch
+// of up to several full frames in place and writes them in one system
+// call (a relay's per-link scheduler does this itself: no hand-off to
+// another goroutine); Send queues single cells for a writer goroutine
+// that batches them into frames (clients and tests). Per-cell syscalls
+// cost more than all the crypto (DEPENDENCIES.md): batch.
 package linkio
 
 import (
@@ -21,15 +31,20 @@ import (
 // Timeouts and limits.
 const (
 	HandshakeTimeout = 10 * time.Second
-	// QueueCells bounds the cells waiting to be written on one link. Relays
-	// queue per circuit above this (relay/sched.go) and clients are paced
-	// by congestion control, so a small queue suffices; it is preallocated
-	// (about 130 KiB per link), so it must stay small.
+	// QueueCells bounds the cells waiting for Send's writer on one link.
+	// Relays do not use it (they queue per circuit, relay/sched.go, and
+	// write with WriteBatch) and clients are paced by congestion control,
+	// so a small queue suffices; it is allocated on the first Send (about
+	// 130 KiB), so it must stay small.
 	QueueCells = 256
-	// StalledWrite is how long Send waits for room in a full queue before
-	// declaring the peer stalled and closing the link.
+	// StalledWrite is how long Send waits for room in a full queue, and a
+	// write may take, before the peer is declared stalled and the link
+	// closed.
 	StalledWrite = 30 * time.Second
 )
+
+// stallTimeout is StalledWrite; tests shorten it.
+var stallTimeout = StalledWrite
 
 var (
 	// ErrClosed is returned by Send on a closed link.
@@ -45,11 +60,18 @@ type Conn struct {
 	peerStatic [32]byte
 	initiator  bool
 
-	queue     chan circuit.Cell
+	// wmu serializes writers: it guards send (whose frame counter
+	// must follow the order of bytes on the wire) and nc's writes.
+	wmu sync.Mutex
+
+	// The queue and writer goroutine behind Send start on first use: a
+	// relay writes through WriteBatch from its own scheduler and never
+	// pays for them.
+	startWriter sync.Once
+	queue       chan circuit.Cell
+
 	closeOnce sync.Once
 	closed    chan struct{}
-	writerErr error
-	writerEnd chan struct{}
 }
 
 // Dial opens a link to addr and authenticates the relay holding the link
@@ -147,11 +169,7 @@ func start(nc net.Conn, keys *circuit.LinkKeys, initiator bool) (*Conn, error) {
 		return nil, err
 	}
 	nc.SetDeadline(time.Time{})
-	c := &Conn{
-		nc: nc, send: send, recv: recv, peerStatic: keys.PeerStatic, initiator: initiator,
-		queue: make(chan circuit.Cell, QueueCells), closed: make(chan struct{}), writerEnd: make(chan struct{}),
-	}
-	go c.writeLoop()
+	c := &Conn{nc: nc, send: send, recv: recv, peerStatic: keys.PeerStatic, initiator: initiator, closed: make(chan struct{})}
 	return c, nil
 }
 
@@ -166,110 +184,6 @@ func (c *Conn) Initiator() bool { return c.initiator }
 // RemoteAddr is the peer's address (for limits; never logged at Info).
 func (c *Conn) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
 
-// Send queues a cell. It blocks while the queue is full, up to StalledWrite,
-// after which the link is closed: a peer that stops reading must not make
-// us buffer without bound.
-func (c *Conn) Send(cell *circuit.Cell) error {
-	select {
-	case <-c.closed:
-		return ErrClosed
-	default:
-	}
-	select {
-	case c.queue <- *cell:
-		return nil
-	case <-c.closed:
-		return ErrClosed
-	default:
-	}
-	t := time.NewTimer(StalledWrite)
-	defer t.Stop()
-	select {
-	case c.queue <- *cell:
-		return nil
-	case <-c.closed:
-		return ErrClosed
-	case <-t.C:
-		c.Close()
-		return ErrStalled
-	}
-}
-
-func (c *Conn) writeLoop() {
-	defer close(c.writerEnd)
-	buf := make([]byte, circuit.MaxFramedSize)
-	for {
-		var cell circuit.Cell
-		select {
-		case cell = <-c.queue:
-		case <-c.closed:
-			return
-		}
-		n := 0
-		for {
-			cell.Encode(buf[circuit.FrameHeaderSize+n : circuit.FrameHeaderSize+n+circuit.CellSize])
-			n += circuit.CellSize
-			if n == circuit.MaxCellsPerFrame*circuit.CellSize {
-				break
-			}
-			var more bool
-			select {
-			case cell, more = <-c.queue:
-			default:
-			}
-			if !more {
-				break
-			}
-		}
-		frame, err := c.send.SealFrame(buf, n)
-		if err == nil {
-			_, err = c.nc.Write(frame)
-		}
-		if err != nil {
-			c.writerErr = err
-			c.Close()
-			return
-		}
-	}
-}
-
-// ReadLoop reads frames until the link fails or is closed, calling handle
-// for each cell in order. The cell is only valid during the call. A handle
-// error closes the link. ReadLoop closes the link before returning.
-func (c *Conn) ReadLoop(handle func(*circuit.Cell) error) error {
-	defer c.Close()
-	buf := make([]byte, circuit.MaxFrameSize)
-	var hdr [circuit.FrameHeaderSize]byte
-	var cell circuit.Cell
-	for {
-		if _, err := io.ReadFull(c.nc, hdr[:]); err != nil {
-			return err
-		}
-		n, err := circuit.FrameLength(hdr[:])
-		if err != nil {
-			return err
-		}
-		if _, err := io.ReadFull(c.nc, buf[:n]); err != nil {
-			return err
-		}
-		pt, err := c.recv.OpenFrame(buf[:n])
-		if err != nil {
-			return err
-		}
-		for off := 0; off < len(pt); off += circuit.CellSize {
-			if err := circuit.DecodeCell(pt[off:off+circuit.CellSize], &cell); err != nil {
-				return err
-			}
-			if cell.Cmd == circuit.CmdPadding {
-				continue
-			}
-			if err := handle(&cell); err != nil {
-				return err
-			}
-		}
-	}
-}
-
 // Close closes the link; queued cells not yet written are dropped.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
@@ -281,11 +195,3 @@ func (c *Conn) Close() error {
 
 // Done is closed when the link is closed.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
-
-// SendPadding queues one PADDING cell, which the peer discards. Links may
-// send them to blur traffic patterns; the padding schedule is a policy
-// above this package.
-func (c *Conn) SendPadding() error {
-	cell := circuit.Cell{Cmd: circuit.CmdPadding}
-	return c.Send(&cell)
-}
