@@ -39,11 +39,14 @@ const (
 	MaxCwnd   = 4096
 	// Vegas thresholds on the estimated queue (cells) a circuit keeps in
 	// the network: grow below Alpha, shrink above Beta, leave slow start
-	// above Gamma, cut back hard above Delta.
-	VegasAlpha = 3 * SendmeInc
-	VegasBeta  = 4 * SendmeInc
-	VegasGamma = 3 * SendmeInc
-	VegasDelta = 6 * SendmeInc
+	// above Gamma, cut back hard above Delta. Tor uses 3, 4, 3 and 5 TLS
+	// output buffers (62 cells), the queue each hop holds while batching;
+	// our hops batch by link frame, so the same multiples of a frame
+	// (spec §6.4).
+	VegasAlpha = 3 * MaxCellsPerFrame
+	VegasBeta  = 4 * MaxCellsPerFrame
+	VegasGamma = 3 * MaxCellsPerFrame
+	VegasDelta = 5 * MaxCellsPerFrame
 
 	XoffCells = 256
 	XonCells  = 64
