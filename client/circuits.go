@@ -35,6 +35,9 @@ type clientCirc struct {
 	stable  bool      // every hop was chosen Stable (for long-lived ports)
 	built   time.Time // when the last hop was added; set before addCirc
 	dead    bool
+	// Path bias (guards.go): a stream request was sent on the circuit, and
+	// a cell from the far end was accepted after it.
+	used, answered bool
 
 	// Guarded by Client.mu. A circuit is clean until its first stream
 	// claims it for that stream's isolation key; after that only streams
@@ -154,6 +157,10 @@ func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell, ready []*Strea
 		err = circ.cc.HandleBackward(&cell.Payload, &circ.acts)
 		if err == nil {
 			ready = c.applyBatched(circ, ready)
+			if circ.used && !circ.answered {
+				circ.answered = true
+				defer c.notePathUse(circ, true)
+			}
 		}
 	case circuit.CmdDestroy:
 		err = errDestroyed
@@ -239,6 +246,9 @@ func (c *Client) kill(circ *clientCirc, sendDestroy bool) {
 		return
 	}
 	circ.dead = true
+	if circ.used && !circ.answered {
+		defer c.notePathUse(circ, false)
+	}
 	// The streams' state is guarded by circ.mu: end them under it (their
 	// readers check it under circ.mu).
 	for _, s := range circ.streams {
@@ -281,6 +291,27 @@ func (c *Client) guardResult(g *directory.RouterStatus, ok bool) {
 		c.log.Info("guard unreachable; using the next guard", "guard", g.Nickname)
 	}
 	if changed {
+		c.saveState()
+	}
+}
+
+// notePathUse records a used circuit's outcome against its guard (the
+// path-bias rule of guards.go) and warns when the guard is disabled.
+func (c *Client) notePathUse(circ *clientCirc, answered bool) {
+	g := circ.path[0]
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return // circuits dying at shutdown say nothing about the guard
+	}
+	disabled := c.guards.NoteUse(g.ID, answered, c.cfg.Now())
+	if disabled {
+		c.guards = UpdateGuards(c.guards, c.consensus, c.cfg.Now(), c.cfg.Rand)
+	}
+	c.mu.Unlock()
+	if disabled {
+		c.log.Warn("guard disabled: too few of the circuits through it answered (path bias; it may be tampering with cells)",
+			"guard", g.Nickname, "min_uses", PathBiasMinUses, "rate_below", PathBiasDisableRate)
 		c.saveState()
 	}
 }

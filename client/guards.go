@@ -50,6 +50,34 @@ const (
 	RemoveUnreachableAfter = 7 * 24 * time.Hour
 )
 
+// Path bias, in the spirit of Tor's proposal 209 ("use bias"). A circuit is
+// *used* when the client sends a stream request on it, and the use
+// *succeeds* when any cell from the far end of the circuit passes the
+// client's layer check afterwards (CONNECTED, END, RESOLVED, data or a
+// SENDME all count: each proves the path carried the request and an
+// answer). A used circuit that dies before any answer is a failure.
+//
+// veil's relays detect a modified, dropped or replayed cell at the next
+// hop and destroy the circuit, so a guard that tags or drops cells turns
+// every circuit through it into such a failure; without this rule the
+// client would keep the guard forever and never get a working circuit.
+// Failures caused by relays later in the path are spread over many
+// randomly chosen middles and exits, so they cannot push an honest
+// guard's success rate down to PathBiasDisableRate unless the adversary
+// holds most of the network; and a client disables at most
+// MaxSampledGuards guards in a guard lifetime, because a disabled guard
+// stays in the sample (it is not sampled again) until it expires.
+const (
+	// PathBiasMinUses is how many used circuits a guard is judged on.
+	PathBiasMinUses = 20
+	// PathBiasDisableRate: a guard whose used circuits succeed less often
+	// than this is disabled.
+	PathBiasDisableRate = 0.3
+	// PathBiasScaleAt: when a guard's use count reaches this, both counts
+	// are halved, so that old history fades (Tor's pb_scalecircsatattempts).
+	PathBiasScaleAt = 200
+)
+
 // GuardEntry is one sampled guard, as kept in the state file.
 type GuardEntry struct {
 	ID       directory.RelayID `json:"-"`                  // hex "id" on disk (state.go)
@@ -65,7 +93,16 @@ type GuardEntry struct {
 	// NextRetry is when a failing guard may be tried again.
 	NextRetry     time.Time `json:"next_retry,omitzero"`
 	LastConnected time.Time `json:"last_connected,omitzero"`
+	// Path bias: circuits used through this guard, how many of those got
+	// an answer, and when the guard was disabled for answering too few
+	// (zero while enabled). See PathBiasMinUses.
+	UseAttempts   int       `json:"use_attempts,omitempty"`
+	UseSuccesses  int       `json:"use_successes,omitempty"`
+	PathBiasSince time.Time `json:"path_bias_since,omitzero"`
 }
+
+// Disabled reports whether the guard was disabled by the path-bias rule.
+func (e *GuardEntry) Disabled() bool { return !e.PathBiasSince.IsZero() }
 
 // Failing reports whether the guard is waiting out a retry delay at now.
 func (e *GuardEntry) Failing(now time.Time) bool {
@@ -139,7 +176,7 @@ func UpdateGuards(gs GuardSet, cons *directory.Consensus, now time.Time, rnd io.
 		for i := range out.Entries {
 			if out.Entries[i].UnlistedSince.IsZero() {
 				listed++
-				if !out.Entries[i].Failing(now) {
+				if !out.Entries[i].Failing(now) && !out.Entries[i].Disabled() {
 					working++
 				}
 			}
@@ -196,7 +233,7 @@ func PickGuard(gs *GuardSet, cons *directory.Consensus, now time.Time, skip func
 	for i := range gs.Entries {
 		e := &gs.Entries[i]
 		r := cons.Relay(e.ID)
-		if !e.UnlistedSince.IsZero() || !guardUsable(r) || (skip != nil && skip(r)) {
+		if !e.UnlistedSince.IsZero() || e.Disabled() || !guardUsable(r) || (skip != nil && skip(r)) {
 			continue
 		}
 		if !e.Failing(now) {
@@ -217,7 +254,7 @@ func (gs *GuardSet) PrimaryGuards() []directory.RelayID {
 		if len(out) == NumPrimaryGuards {
 			break
 		}
-		if gs.Entries[i].UnlistedSince.IsZero() {
+		if gs.Entries[i].UnlistedSince.IsZero() && !gs.Entries[i].Disabled() {
 			out = append(out, gs.Entries[i].ID)
 		}
 	}
@@ -253,6 +290,32 @@ func (gs *GuardSet) MarkConnected(id directory.RelayID, now time.Time) bool {
 		e.FailedSince, e.NextRetry = time.Time{}, time.Time{}
 		e.LastConnected = now
 		return changed
+	}
+	return false
+}
+
+// NoteUse records the outcome of one used circuit through guard id (see
+// PathBiasMinUses) and reports whether this disabled the guard.
+func (gs *GuardSet) NoteUse(id directory.RelayID, answered bool, now time.Time) (disabled bool) {
+	for i := range gs.Entries {
+		e := &gs.Entries[i]
+		if e.ID != id {
+			continue
+		}
+		e.UseAttempts++
+		if answered {
+			e.UseSuccesses++
+		}
+		if e.UseAttempts >= PathBiasScaleAt {
+			e.UseAttempts /= 2
+			e.UseSuccesses /= 2
+		}
+		if !e.Disabled() && e.UseAttempts >= PathBiasMinUses &&
+			float64(e.UseSuccesses) < PathBiasDisableRate*float64(e.UseAttempts) {
+			e.PathBiasSince = now
+			return true
+		}
+		return false
 	}
 	return false
 }

@@ -41,8 +41,9 @@ type State struct {
 }
 
 // ParseState decodes a state file. It rejects an oversized file, an
-// unknown version, more than MaxSampledGuards guards, duplicate guards and
-// more than MaxBuildObservations build times.
+// unknown version, more than MaxSampledGuards guards, duplicate guards,
+// path-bias counts out of range and more than MaxBuildObservations build
+// times.
 func ParseState(b []byte) (*State, error) {
 	if len(b) > maxStateFile {
 		return nil, fmt.Errorf("%w: larger than %d bytes", ErrBadState, maxStateFile)
@@ -63,6 +64,9 @@ func ParseState(b []byte) (*State, error) {
 			return nil, fmt.Errorf("%w: duplicate guard", ErrBadState)
 		}
 		seen[e.ID] = true
+		if e.UseAttempts < 0 || e.UseSuccesses < 0 || e.UseSuccesses > e.UseAttempts || e.UseAttempts > PathBiasScaleAt {
+			return nil, fmt.Errorf("%w: path-bias counts out of range", ErrBadState)
+		}
 	}
 	for _, ms := range st.BuildTimesMS {
 		if ms < 0 || ms > int64(MaxBuildTimeout/time.Millisecond) {

@@ -137,6 +137,7 @@ func (c *Client) openStream(ctx context.Context, circ *clientCirc, host string, 
 	}
 	s := newStream(c, circ, id)
 	circ.streams[id] = s
+	circ.used = true
 	c.apply(circ)
 	circ.mu.Unlock()
 	select {
