@@ -137,6 +137,7 @@ func StartTestnet(ctx context.Context, cfg TestnetConfig) (*Testnet, error) {
 		return nil, err
 	}
 	cfg.Progress(fmt.Sprintf("network file written to %s", filepath.Join(tn.Dir, "network.toml")))
+	var running []*authority.Authority
 	for i, a := range auths {
 		au, err := authority.New(authority.Config{
 			Identity: a.id, Network: network, Name: network.Authorities[i].Name, Listener: a.ln,
@@ -144,11 +145,15 @@ func StartTestnet(ctx context.Context, cfg TestnetConfig) (*Testnet, error) {
 			// Every relay of a test network is young: without this only the
 			// older half would ever be Stable and Guard.
 			TestingAllFlags: true,
-			Logger:          cfg.Logger.With("node", network.Authorities[i].Name),
+			// The first consensus comes as soon as every relay passed its
+			// reachability test, not at the next aligned round.
+			EarlyRelays: cfg.Relays,
+			Logger:      cfg.Logger.With("node", network.Authorities[i].Name),
 		})
 		if err != nil {
 			return nil, err
 		}
+		running = append(running, au)
 		tn.run(runCtx, "authority", au.Run)
 	}
 	cfg.Progress(fmt.Sprintf("%d authorities started", cfg.Authorities))
@@ -167,6 +172,12 @@ func StartTestnet(ctx context.Context, cfg TestnetConfig) (*Testnet, error) {
 		ok = true
 		return tn, nil
 	}
+	// A client that asks before the first consensus waits a second
+	// before asking again: start it once there is one.
+	if err := waitConsensus(ctx, running); err != nil {
+		return nil, err
+	}
+	cfg.Progress("first consensus published")
 	cl, err := client.New(client.Config{Network: network, Logger: cfg.Logger.With("node", "client"),
 		Progress: func(pct int, what string) { cfg.Progress(fmt.Sprintf("client bootstrapped %d%%: %s", pct, what)) }})
 	if err != nil {
@@ -185,6 +196,24 @@ func StartTestnet(ctx context.Context, cfg TestnetConfig) (*Testnet, error) {
 	tn.run(runCtx, "socks", srv.Serve)
 	ok = true
 	return tn, nil
+}
+
+// waitConsensus waits until one of auths serves a consensus.
+func waitConsensus(ctx context.Context, auths []*authority.Authority) error {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		for _, a := range auths {
+			if a.HasConsensus() {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("sim: waiting for the first consensus: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 type testnetRelay struct {

@@ -70,6 +70,14 @@ type Config struct {
 	TestingAllFlags bool
 	// Tester tests reachability; nil means LinkTester().
 	Tester Tester
+	// EarlyRelays, if positive, lets a new private network publish its
+	// first consensus at once (early.go): until it first publishes, the
+	// authority votes for the round already under way as soon as
+	// EarlyRelays relays have passed its reachability test, instead of
+	// waiting for the next aligned round. All authorities of a network
+	// should use the same value. The majority and reachability rules are
+	// unchanged.
+	EarlyRelays int
 	// Interval, VoteDelay and SigDelay are the voting schedule; all
 	// authorities of a network must use the same values.
 	Interval, VoteDelay, SigDelay time.Duration
@@ -92,7 +100,9 @@ type Authority struct {
 	// a new relay is tested at once rather than at the next tick (a new
 	// network's first vote then already lists its relays).
 	reachKick chan struct{}
-	ran       atomic.Bool
+	// reachedKick wakes the early round when a relay passes a test.
+	reachedKick chan struct{}
+	ran         atomic.Bool
 
 	mu            sync.Mutex // guards the fields below and all calls into core
 	core          *directory.Authority
@@ -101,7 +111,8 @@ type Authority struct {
 	publishedVA   time.Time
 	publishedVU   time.Time
 	publishedSigs int
-	roundsDone    int // rounds whose publish step ran (for tests)
+	roundsDone    int                        // rounds whose publish step ran (for tests)
+	reached       map[directory.RelayID]bool // relays whose latest test passed, until the early round ends
 }
 
 // New checks cfg and returns an authority ready to Run.
@@ -140,16 +151,20 @@ func New(cfg Config) (*Authority, error) {
 		return nil, fmt.Errorf("%w: the network file lists this identity under another name", ErrConfig)
 	}
 	a := &Authority{
-		cfg:       cfg,
-		sched:     sched,
-		reachKick: make(chan struct{}, 1),
-		tester:    cfg.Tester,
-		log:       cfg.Logger,
-		now:       cfg.Now,
-		client:    cfg.Client,
-		self:      self,
-		sem:       make(chan struct{}, MaxConcurrentRequests),
-		core:      core,
+		cfg:         cfg,
+		sched:       sched,
+		reachKick:   make(chan struct{}, 1),
+		reachedKick: make(chan struct{}, 1),
+		tester:      cfg.Tester,
+		log:         cfg.Logger,
+		now:         cfg.Now,
+		client:      cfg.Client,
+		self:        self,
+		sem:         make(chan struct{}, MaxConcurrentRequests),
+		core:        core,
+	}
+	if cfg.EarlyRelays > 0 {
+		a.reached = make(map[directory.RelayID]bool)
 	}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
@@ -236,21 +251,46 @@ func (a *Authority) Consensus() ([]byte, error) {
 
 // loop runs the voting schedule until ctx is done.
 func (a *Authority) loop(ctx context.Context) {
+	var early time.Time
+	if a.cfg.EarlyRelays > 0 {
+		early = a.earlyRound(ctx)
+		a.mu.Lock()
+		a.reached = nil // only the early round needs it
+		a.mu.Unlock()
+	}
 	for {
 		va := a.sched.NextRound(a.now())
+		if !early.IsZero() {
+			// Join the round after the early one even if its vote time
+			// has passed, so that the early consensus is followed by a
+			// fresh one without a gap (early.go).
+			if next := early.Add(a.sched.Interval); next.Before(va) && a.now().Before(next) {
+				va = next
+			}
+			early = time.Time{}
+		}
 		if !a.sleepUntil(ctx, a.sched.VoteTime(va)) {
 			return
 		}
-		a.voteStep(ctx, va)
+		a.voteStep(ctx, va, a.now(), a.atLeast(a.sched.SigTime(va), a.sched.SigDelay/2))
 		if !a.sleepUntil(ctx, a.sched.SigTime(va)) {
 			return
 		}
-		a.sigStep(ctx, va)
+		a.sigStep(ctx, va, a.atLeast(va, a.sched.SigDelay/2))
 		if !a.sleepUntil(ctx, va) {
 			return
 		}
 		a.publishStep(ctx, va)
 	}
+}
+
+// atLeast returns t, or now+d if that is later: a deadline for sending
+// that leaves time even in a round joined late.
+func (a *Authority) atLeast(t time.Time, d time.Duration) time.Time {
+	if lim := a.now().Add(d); t.Before(lim) {
+		return lim
+	}
+	return t
 }
 
 // sleepUntil waits until a.now() reaches t; it reports false if ctx ended.

@@ -91,7 +91,18 @@ func (a *Authority) reachLoop(ctx context.Context) {
 				}
 				a.mu.Lock()
 				a.core.RecordReachability(t, err == nil, a.now())
+				if a.reached != nil && err == nil {
+					a.reached[t.ID] = true
+				} else if a.reached != nil {
+					delete(a.reached, t.ID)
+				}
 				a.mu.Unlock()
+				if err == nil {
+					select {
+					case a.reachedKick <- struct{}{}:
+					default:
+					}
+				}
 				mu.Lock()
 				delete(inFlight, t.ID)
 				mu.Unlock()

@@ -33,11 +33,12 @@ func (a *Authority) eachPeer(f func(i int, info directory.AuthorityInfo)) {
 	wg.Wait()
 }
 
-// voteStep makes this authority's vote for round va and sends it to every
-// peer, giving up on peers that have not taken it by the signing time.
-func (a *Authority) voteStep(ctx context.Context, va time.Time) {
+// voteStep makes this authority's vote for round va, dated at (which
+// may not be after va), and sends it to every peer, giving up on peers
+// that have not taken it by sendBy.
+func (a *Authority) voteStep(ctx context.Context, va, at, sendBy time.Time) {
 	a.mu.Lock()
-	vote, err := a.core.MakeVote(va, a.now())
+	vote, err := a.core.MakeVote(va, at)
 	n := a.core.Descriptors()
 	a.mu.Unlock()
 	if err != nil {
@@ -45,7 +46,7 @@ func (a *Authority) voteStep(ctx context.Context, va time.Time) {
 		return
 	}
 	a.log.Debug("voting", "valid_after", va, "descriptors", n)
-	pctx, cancel := a.until(ctx, a.sched.SigTime(va))
+	pctx, cancel := a.until(ctx, sendBy)
 	defer cancel()
 	a.eachPeer(func(_ int, p directory.AuthorityInfo) {
 		if err := a.client.PostVote(pctx, p.Address, vote); err != nil {
@@ -55,8 +56,9 @@ func (a *Authority) voteStep(ctx context.Context, va time.Time) {
 }
 
 // sigStep fetches the votes still missing, computes and signs the
-// consensus of round va, and sends the signature to every peer.
-func (a *Authority) sigStep(ctx context.Context, va time.Time) {
+// consensus of round va, and sends the signature to every peer, giving up
+// on peers that have not taken it by sendBy.
+func (a *Authority) sigStep(ctx context.Context, va, sendBy time.Time) {
 	fctx, fcancel := a.until(ctx, a.now().Add(a.sched.SigDelay/2))
 	a.fetchMissing(fctx, va, true)
 	fcancel()
@@ -74,7 +76,7 @@ func (a *Authority) sigStep(ctx context.Context, va time.Time) {
 		return
 	}
 	a.log.Debug("signed consensus", "valid_after", va, "relays", relays, "missing_votes", missing)
-	pctx, cancel := a.until(ctx, va)
+	pctx, cancel := a.until(ctx, sendBy)
 	defer cancel()
 	a.eachPeer(func(_ int, p directory.AuthorityInfo) {
 		if err := a.client.PostSignature(pctx, p.Address, sig); err != nil {
