@@ -36,18 +36,28 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 		}
 		return
 	}
-	s := &exitStream{id: b.StreamID, conn: conn, e: e, r: r,
-		qready: make(chan struct{}, 1), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
-	e.streams[b.StreamID] = s
+	if e.streams[b.StreamID] != nil {
+		// An earlier BEGIN with this ID, ended and sent again while both
+		// were connecting, already holds the stream: this connection
+		// belongs to no stream.
+		conn.Close()
+		return
+	}
 	var connected netip.Addr
 	if ta, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
 		connected = ta.AddrPort().Addr().Unmap()
 	}
-	if err := e.rc.StreamConnected(b.StreamID, connected, &e.acts); err != nil {
-		delete(e.streams, b.StreamID)
+	// StreamConnected sends CONNECTED only for a stream the circuit still
+	// has; if the client ended it while we connected, nothing goes out and
+	// the connection must not be kept (it would escape
+	// MaxStreamsPerCircuit and outlive the circuit).
+	if err := e.rc.StreamConnected(b.StreamID, connected, &e.acts); err != nil || len(e.acts.ToPrev) == 0 {
 		conn.Close()
 		return
 	}
+	s := &exitStream{id: b.StreamID, conn: conn, e: e, r: r,
+		qready: make(chan struct{}, 1), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+	e.streams[b.StreamID] = s
 	r.metrics.Streams.Inc()
 	r.apply(e)
 	r.goCtx(func(context.Context) { s.readLoop() })

@@ -202,15 +202,18 @@ func TestSchedulerRoundRobin(t *testing.T) {
 	}
 }
 
-// TestOOMHandler: past the memory cap, the circuits holding the most
-// queued data are destroyed until the relay is below 3/4 of the cap.
+// TestOOMHandler: past the memory cap, the circuits whose oldest queued
+// cell has waited longest are destroyed first (not the biggest), until the
+// relay is below 3/4 of the cap.
 func TestOOMHandler(t *testing.T) {
 	r := newTestRelay(t, func(c *Config) { c.MaxMemory = 12 * circuit.CellSize })
 	s := testSched(r)
-	small, big, mid := testCircuit(r, s, 1), testCircuit(r, s, 2), testCircuit(r, s, 3)
-	s.push(small.prevQ, nil, cells(1, 2)...)
-	s.push(big.prevQ, nil, cells(2, 10)...)
-	s.push(mid.prevQ, nil, cells(3, 5)...)
+	small, stalled, big := testCircuit(r, s, 1), testCircuit(r, s, 2), testCircuit(r, s, 3)
+	s.push(small.prevQ, nil, cells(1, 1)...)
+	s.push(stalled.prevQ, nil, cells(2, 6)...)
+	s.push(big.prevQ, nil, cells(3, 7)...)
+	// The stalled circuit's cells were queued long ago; the others' now.
+	stalled.prevQ.head.added = time.Now().Add(-time.Minute).UnixNano()
 	select {
 	case <-r.oomKick:
 	default:
@@ -219,8 +222,8 @@ func TestOOMHandler(t *testing.T) {
 	if n := r.handleOOM(); n != 1 {
 		t.Fatalf("closed %d circuits, want 1", n)
 	}
-	if !big.dead || small.dead || mid.dead {
-		t.Fatalf("dead: small %v big %v mid %v; want only the biggest", small.dead, big.dead, mid.dead)
+	if !stalled.dead || small.dead || big.dead {
+		t.Fatalf("dead: small %v stalled %v big %v; want only the stalled one", small.dead, stalled.dead, big.dead)
 	}
 	if r.queued.Load() > int64(float64(r.cfg.MaxMemory)*oomTarget) {
 		t.Fatalf("still %d bytes queued", r.queued.Load())
@@ -231,6 +234,16 @@ func TestOOMHandler(t *testing.T) {
 	// The DESTROY for the victim went to its link's control queue.
 	if b := s.take(nil); len(b) == 0 || b[0].Cmd != circuit.CmdDestroy || b[0].CircID != 2 {
 		t.Fatalf("no DESTROY for the victim: %+v", b[:min(len(b), 1)])
+	}
+	// Among circuits queued at the same time, the biggest goes first.
+	r2 := newTestRelay(t, func(c *Config) { c.MaxMemory = 12 * circuit.CellSize })
+	s2 := testSched(r2)
+	a, b := testCircuit(r2, s2, 1), testCircuit(r2, s2, 2)
+	s2.push(a.prevQ, nil, cells(1, 4)...)
+	s2.push(b.prevQ, nil, cells(2, 10)...)
+	a.prevQ.head.added, b.prevQ.head.added = 1, 1
+	if n := r2.handleOOM(); n != 1 || !b.dead || a.dead {
+		t.Fatalf("closed %d; dead: small %v big %v; want only the big one", n, a.dead, b.dead)
 	}
 }
 

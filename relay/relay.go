@@ -7,7 +7,7 @@
 // Everything is bounded (docs/operators.md, "Limits"): links in total and
 // per address, circuits per link, CREATEs per second per client address,
 // cells queued per circuit, bytes queued in the whole relay (an OOM
-// handler closes the circuits holding the most), and every handshake has
+// handler closes the circuits whose queued cells waited longest), and every handshake has
 // a timeout. Relayed traffic passes one token bucket in each direction.
 package relay
 

@@ -58,6 +58,11 @@ type cellChunk struct {
 	cells      [chunkCells]circuit.Cell
 	head, tail int
 	next       *cellChunk
+	// added is when the chunk's first cell was queued (UnixNano): the
+	// oldest cell of a queue was queued no earlier than its head chunk's
+	// added, which is what the OOM handler orders circuits by (oom.go).
+	// One clock read per chunkCells cells.
+	added int64
 }
 
 var chunkPool = sync.Pool{New: func() any { return new(cellChunk) }}
@@ -83,6 +88,7 @@ func (q *cellQueue) add(c *circuit.Cell) {
 	if q.tail == nil || q.tail.tail == chunkCells {
 		k := chunkPool.Get().(*cellChunk)
 		k.head, k.tail, k.next = 0, 0, nil
+		k.added = time.Now().UnixNano()
 		if q.tail == nil {
 			q.head = k
 		} else {
@@ -238,6 +244,17 @@ func (s *linkSched) control(c circuit.Cell) error {
 	s.r.account(nil, circuit.CellSize)
 	s.wake()
 	return nil
+}
+
+// oldest returns when q's oldest queued cell was queued (to a chunk's
+// precision), or false if q is empty.
+func (s *linkSched) oldest(q *cellQueue) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q.gone || q.head == nil {
+		return 0, false
+	}
+	return q.head.added, true
 }
 
 // drop discards q's cells; later pushes are ignored.
