@@ -66,7 +66,6 @@ type circEntry struct {
 	nextID  uint32
 	nextQ   *cellQueue // cells toward the next hop, on next's scheduler
 	streams map[uint16]*exitStream
-	acts    circuit.RelayActions
 	dead    bool
 	created bool        // the next hop answered CREATED
 	timer   *time.Timer // ExtendTimeout while waiting for CREATED
@@ -148,11 +147,14 @@ type linkReader struct {
 	ls    *linkState
 	w     waker
 	cells int
+	// acts is the reader's scratch for each cell's actions: kept here,
+	// not per circuit, so that an idle circuit holds no cell buffers.
+	acts circuit.RelayActions
 }
 
 func (rd *linkReader) handle(c *circuit.Cell) error {
 	rd.cells++
-	return rd.r.handleCell(rd.ls, c, &rd.w)
+	return rd.r.handleCell(rd.ls, c, &rd.w, &rd.acts)
 }
 
 // flush runs after each batch the link's reader read.
@@ -167,7 +169,7 @@ func (rd *linkReader) flush() error {
 
 // handleCell takes one cell from ls. Writers it queues cells for are
 // woken at w's flush (w nil: at once).
-func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker) error {
+func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker, a *circuit.RelayActions) error {
 	ls.mu.Lock()
 	pc := ls.pending[c.CircID]
 	if n, ok := ls.refused[c.CircID]; ok && c.Cmd == circuit.CmdCreate {
@@ -199,25 +201,25 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker) error {
 		e.mu.Unlock()
 		return nil
 	}
-	e.acts.Reset()
+	a.Reset()
 	var err error
 	switch {
 	case c.Cmd == circuit.CmdRelay && side.prev:
-		err = e.rc.HandleForward(&c.Payload, &e.acts)
+		err = e.rc.HandleForward(&c.Payload, a)
 	case c.Cmd == circuit.CmdRelay:
-		err = e.rc.HandleBackward(&c.Payload, &e.acts)
+		err = e.rc.HandleBackward(&c.Payload, a)
 	case c.Cmd == circuit.CmdCreated && !side.prev && !e.created:
 		e.created = true
 		if e.timer != nil {
 			e.timer.Stop()
 		}
 		r.metrics.Handshake("extend", true)
-		err = e.rc.HandleCreated(&c.Payload, &e.acts)
+		err = e.rc.HandleCreated(&c.Payload, a)
 	default:
 		err = circuit.ErrProtocol
 	}
 	if err == nil {
-		r.applyBatched(e, w)
+		r.applyBatched(e, a, w)
 	}
 	e.mu.Unlock()
 	if err != nil {
@@ -348,15 +350,16 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 	return nil
 }
 
-// apply carries out e.acts. e.mu is held. It never blocks: cells go to
-// the circuit's queues, and a queue that overflows has the circuit
-// destroyed (asynchronously: destroy takes e.mu).
-func (r *Relay) apply(e *circEntry) { r.applyBatched(e, nil) }
+// apply carries out a, the actions of one step of e. e.mu is held. It
+// never blocks: cells go to the circuit's queues, and a queue that
+// overflows has the circuit destroyed (asynchronously: destroy takes
+// e.mu). a is the caller's scratch (a link reader's, or a stream
+// goroutine's), not e's: an idle circuit keeps no action buffers.
+func (r *Relay) apply(e *circEntry, a *circuit.RelayActions) { r.applyBatched(e, a, nil) }
 
 // applyBatched is apply for a link reader: the writers it queues cells for
 // are woken at w's flush.
-func (r *Relay) applyBatched(e *circEntry, w *waker) {
-	a := &e.acts
+func (r *Relay) applyBatched(e *circEntry, a *circuit.RelayActions, w *waker) {
 	overflow := false
 	if len(a.ToNext) > 0 && e.next != nil {
 		for i := range a.ToNext {

@@ -29,10 +29,10 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 		}
 		return
 	}
-	e.acts.Reset()
+	var acts circuit.RelayActions
 	if conn == nil {
-		if e.rc.StreamEnded(b.StreamID, reason, &e.acts) == nil {
-			r.apply(e)
+		if e.rc.StreamEnded(b.StreamID, reason, &acts) == nil {
+			r.apply(e, &acts)
 		}
 		return
 	}
@@ -51,7 +51,7 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 	// has; if the client ended it while we connected, nothing goes out and
 	// the connection must not be kept (it would escape
 	// MaxStreamsPerCircuit and outlive the circuit).
-	if err := e.rc.StreamConnected(b.StreamID, connected, &e.acts); err != nil || len(e.acts.ToPrev) == 0 {
+	if err := e.rc.StreamConnected(b.StreamID, connected, &acts); err != nil || len(acts.ToPrev) == 0 {
 		conn.Close()
 		return
 	}
@@ -59,7 +59,7 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 		qready: make(chan struct{}, 1), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
 	e.streams[b.StreamID] = s
 	r.metrics.Streams.Inc()
-	r.apply(e)
+	r.apply(e, &acts)
 	r.goCtx(func(context.Context) { s.readLoop() })
 	r.goCtx(func(context.Context) { s.writeLoop() })
 }
@@ -314,6 +314,7 @@ func (s *exitStream) readLoop() {
 	e := s.e
 	buf := make([]byte, exitReadBuf)
 	reason := circuit.EndDone
+	var acts circuit.RelayActions // this goroutine's scratch for the circuit's actions
 	for {
 		if n := len(buf); n < exitReadBufMax && s.fullReads >= 4 {
 			buf, s.fullReads = make([]byte, min(4*n, exitReadBufMax)), 0
@@ -334,9 +335,9 @@ func (s *exitStream) readLoop() {
 				s.close()
 				return
 			}
-			e.acts.Reset()
-			m, perr := e.rc.PackageData(s.id, buf[off:n], &e.acts)
-			s.r.apply(e)
+			acts.Reset()
+			m, perr := e.rc.PackageData(s.id, buf[off:n], &acts)
+			s.r.apply(e, &acts)
 			e.mu.Unlock()
 			if perr != nil {
 				s.close()
@@ -363,9 +364,9 @@ func (s *exitStream) readLoop() {
 	defer e.mu.Unlock()
 	if !e.dead && e.streams[s.id] == s {
 		delete(e.streams, s.id)
-		e.acts.Reset()
-		if e.rc.StreamEnded(s.id, reason, &e.acts) == nil {
-			s.r.apply(e)
+		var acts circuit.RelayActions
+		if e.rc.StreamEnded(s.id, reason, &acts) == nil {
+			s.r.apply(e, &acts)
 		}
 	}
 }
@@ -381,12 +382,12 @@ func (s *exitStream) halfClose() bool {
 		s.close()
 		return true
 	}
-	e.acts.Reset()
-	if e.rc.StreamFinished(s.id, &e.acts) != nil {
+	var acts circuit.RelayActions
+	if e.rc.StreamFinished(s.id, &acts) != nil {
 		e.mu.Unlock()
 		return false
 	}
-	s.r.apply(e)
+	s.r.apply(e, &acts)
 	s.qmu.Lock()
 	s.finOut = true
 	both := s.finSent
@@ -462,15 +463,16 @@ func (r *Relay) resolveFor(ctx context.Context, e *circEntry, req circuit.Resolv
 	if e.dead {
 		return
 	}
-	e.acts.Reset()
-	if e.rc.Resolved(req.ID, status, out, &e.acts) == nil {
-		r.apply(e)
+	var acts circuit.RelayActions
+	if e.rc.Resolved(req.ID, status, out, &acts) == nil {
+		r.apply(e, &acts)
 	}
 }
 
 // writeLoop writes client bytes to the target and acknowledges them.
 func (s *exitStream) writeLoop() {
 	e := s.e
+	var acts circuit.RelayActions // this goroutine's scratch for the circuit's actions
 	for {
 		s.qmu.Lock()
 		n := len(s.queue)
@@ -505,9 +507,9 @@ func (s *exitStream) writeLoop() {
 		s.r.metrics.ExitBytes.WithLabelValues("to_target").Add(float64(len(b)))
 		e.mu.Lock()
 		if !e.dead {
-			e.acts.Reset()
-			if e.rc.StreamConsumed(s.id, 1, &e.acts) == nil {
-				s.r.apply(e)
+			acts.Reset()
+			if e.rc.StreamConsumed(s.id, 1, &acts) == nil {
+				s.r.apply(e, &acts)
 			}
 		}
 		e.mu.Unlock()
