@@ -35,9 +35,10 @@ type clientCirc struct {
 	stable  bool      // every hop was chosen Stable (for long-lived ports)
 	built   time.Time // when the last hop was added; set before addCirc
 	dead    bool
-	// Path bias (guards.go): a stream request was sent on the circuit, and
-	// a cell from the far end was accepted after it.
-	used, answered bool
+	// Path bias (guards.go): a stream request was sent on the circuit; a
+	// cell from the far end was accepted after it; the circuit's outcome
+	// was counted against its guard.
+	used, answered, counted bool
 
 	// Guarded by Client.mu. A circuit is clean until its first stream
 	// claims it for that stream's isolation key; after that only streams
@@ -159,7 +160,10 @@ func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell, ready []*Strea
 			ready = c.applyBatched(circ, ready)
 			if circ.used && !circ.answered {
 				circ.answered = true
-				defer c.notePathUse(circ, true)
+				if !circ.counted {
+					circ.counted = true
+					defer c.notePath(circ, true)
+				}
 			}
 		}
 	case circuit.CmdDestroy:
@@ -246,8 +250,11 @@ func (c *Client) kill(circ *clientCirc, sendDestroy bool) {
 		return
 	}
 	circ.dead = true
-	if circ.used && !circ.answered {
-		defer c.notePathUse(circ, false)
+	if hops := circ.cc.Hops(); !circ.counted && hops > 0 {
+		// Past the guard and not yet counted: built and unused is a
+		// success; dying during extension or used and unanswered is not.
+		circ.counted = true
+		defer c.notePath(circ, hops == len(circ.path) && !circ.used)
 	}
 	// The streams' state is guarded by circ.mu: end them under it (their
 	// readers check it under circ.mu).
@@ -295,23 +302,23 @@ func (c *Client) guardResult(g *directory.RouterStatus, ok bool) {
 	}
 }
 
-// notePathUse records a used circuit's outcome against its guard (the
-// path-bias rule of guards.go) and warns when the guard is disabled.
-func (c *Client) notePathUse(circ *clientCirc, answered bool) {
+// notePath records a circuit's outcome against its guard (the path-bias
+// rule of guards.go) and warns when the guard is disabled.
+func (c *Client) notePath(circ *clientCirc, ok bool) {
 	g := circ.path[0]
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return // circuits dying at shutdown say nothing about the guard
 	}
-	disabled := c.guards.NoteUse(g.ID, answered, c.cfg.Now())
+	disabled := c.guards.NoteCircuit(g.ID, ok, c.cfg.Now())
 	if disabled {
 		c.guards = UpdateGuards(c.guards, c.consensus, c.cfg.Now(), c.cfg.Rand)
 	}
 	c.mu.Unlock()
 	if disabled {
-		c.log.Warn("guard disabled: too few of the circuits through it answered (path bias; it may be tampering with cells)",
-			"guard", g.Nickname, "min_uses", PathBiasMinUses, "rate_below", PathBiasDisableRate)
+		c.log.Warn("guard disabled: too few of the circuits through it worked (path bias; it may be tampering with cells)",
+			"guard", g.Nickname, "min_uses", PathBiasMinCircuits, "rate_below", PathBiasDisableRate)
 		c.saveState()
 	}
 }

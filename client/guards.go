@@ -50,28 +50,30 @@ const (
 	RemoveUnreachableAfter = 7 * 24 * time.Hour
 )
 
-// Path bias, in the spirit of Tor's proposal 209 ("use bias"). A circuit is
-// *used* when the client sends a stream request on it, and the use
-// *succeeds* when any cell from the far end of the circuit passes the
-// client's layer check afterwards (CONNECTED, END, RESOLVED, data or a
-// SENDME all count: each proves the path carried the request and an
-// answer). A used circuit that dies before any answer is a failure.
+// Path bias, in the spirit of Tor's proposal 209. Every circuit whose
+// first hop (the guard) answered counts once against its guard: it
+// *succeeds* if it was fully built and, if a stream request was sent on
+// it, a cell from its far end was accepted afterwards (CONNECTED, END,
+// RESOLVED, data or a SENDME all count: each proves the path carried the
+// request and an answer); it *fails* if it died while being extended, or
+// died used and unanswered.
 //
 // veil's relays detect a modified, dropped or replayed cell at the next
 // hop and destroy the circuit, so a guard that tags or drops cells turns
-// every circuit through it into such a failure; without this rule the
-// client would keep the guard forever and never get a working circuit.
-// Failures caused by relays later in the path are spread over many
-// randomly chosen middles and exits, so they cannot push an honest
-// guard's success rate down to PathBiasDisableRate unless the adversary
-// holds most of the network; and a client disables at most
-// MaxSampledGuards guards in a guard lifetime, because a disabled guard
-// stays in the sample (it is not sampled again) until it expires.
+// every circuit through it into such a failure (at the EXTEND it passes
+// on, or at the first stream request); without this rule the client
+// would keep the guard and never get a working circuit. Failures caused
+// by relays later in the path are spread over many randomly chosen
+// middles and exits, so they cannot push an honest guard's success rate
+// down to PathBiasDisableRate unless the adversary holds most of the
+// network; and a client disables at most MaxSampledGuards guards in a
+// guard lifetime, because a disabled guard stays in the sample (it is not
+// sampled again) until it expires.
 const (
-	// PathBiasMinUses is how many used circuits a guard is judged on.
-	PathBiasMinUses = 20
-	// PathBiasDisableRate: a guard whose used circuits succeed less often
-	// than this is disabled.
+	// PathBiasMinCircuits is how many circuits a guard is judged on.
+	PathBiasMinCircuits = 20
+	// PathBiasDisableRate: a guard whose circuits succeed less often than
+	// this is disabled.
 	PathBiasDisableRate = 0.3
 	// PathBiasScaleAt: when a guard's use count reaches this, both counts
 	// are halved, so that old history fades (Tor's pb_scalecircsatattempts).
@@ -93,11 +95,11 @@ type GuardEntry struct {
 	// NextRetry is when a failing guard may be tried again.
 	NextRetry     time.Time `json:"next_retry,omitzero"`
 	LastConnected time.Time `json:"last_connected,omitzero"`
-	// Path bias: circuits used through this guard, how many of those got
-	// an answer, and when the guard was disabled for answering too few
-	// (zero while enabled). See PathBiasMinUses.
-	UseAttempts   int       `json:"use_attempts,omitempty"`
-	UseSuccesses  int       `json:"use_successes,omitempty"`
+	// Path bias: circuits through this guard, how many of them succeeded,
+	// and when the guard was disabled for too few (zero while enabled).
+	// See PathBiasMinCircuits.
+	PathAttempts  int       `json:"path_attempts,omitempty"`
+	PathSuccesses int       `json:"path_successes,omitempty"`
 	PathBiasSince time.Time `json:"path_bias_since,omitzero"`
 }
 
@@ -294,24 +296,24 @@ func (gs *GuardSet) MarkConnected(id directory.RelayID, now time.Time) bool {
 	return false
 }
 
-// NoteUse records the outcome of one used circuit through guard id (see
-// PathBiasMinUses) and reports whether this disabled the guard.
-func (gs *GuardSet) NoteUse(id directory.RelayID, answered bool, now time.Time) (disabled bool) {
+// NoteCircuit records the outcome of one circuit through guard id (see
+// PathBiasMinCircuits) and reports whether this disabled the guard.
+func (gs *GuardSet) NoteCircuit(id directory.RelayID, answered bool, now time.Time) (disabled bool) {
 	for i := range gs.Entries {
 		e := &gs.Entries[i]
 		if e.ID != id {
 			continue
 		}
-		e.UseAttempts++
+		e.PathAttempts++
 		if answered {
-			e.UseSuccesses++
+			e.PathSuccesses++
 		}
-		if e.UseAttempts >= PathBiasScaleAt {
-			e.UseAttempts /= 2
-			e.UseSuccesses /= 2
+		if e.PathAttempts >= PathBiasScaleAt {
+			e.PathAttempts /= 2
+			e.PathSuccesses /= 2
 		}
-		if !e.Disabled() && e.UseAttempts >= PathBiasMinUses &&
-			float64(e.UseSuccesses) < PathBiasDisableRate*float64(e.UseAttempts) {
+		if !e.Disabled() && e.PathAttempts >= PathBiasMinCircuits &&
+			float64(e.PathSuccesses) < PathBiasDisableRate*float64(e.PathAttempts) {
 			e.PathBiasSince = now
 			return true
 		}

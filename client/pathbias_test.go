@@ -7,17 +7,17 @@ import (
 	"time"
 )
 
-// A guard whose used circuits never get an answer (it tags or drops
-// cells, so the next hop destroys every circuit) is disabled after
-// PathBiasMinUses uses; the next guard in the sample takes over, and the
+// A guard whose circuits never work (it tags or drops cells, so the next
+// hop destroys every circuit) is disabled after PathBiasMinCircuits
+// circuits; the next guard in the sample takes over, and the
 // disabled guard is neither picked nor sampled again.
 func TestPathBiasDisablesASilentGuard(t *testing.T) {
 	cons := guardCons(t)
 	gs := UpdateGuards(GuardSet{}, cons, t0, rand.Reader)
 	bad, next := gs.Entries[0].ID, gs.Entries[1].ID
-	for i := 1; i <= PathBiasMinUses; i++ {
-		disabled := gs.NoteUse(bad, false, t0)
-		if disabled != (i == PathBiasMinUses) {
+	for i := 1; i <= PathBiasMinCircuits; i++ {
+		disabled := gs.NoteCircuit(bad, false, t0)
+		if disabled != (i == PathBiasMinCircuits) {
 			t.Fatalf("use %d: disabled=%v", i, disabled)
 		}
 	}
@@ -40,8 +40,8 @@ func TestPathBiasDisablesASilentGuard(t *testing.T) {
 	}
 	// Disabling the rest makes UpdateGuards sample a replacement.
 	for _, e := range gs.Entries[1:] {
-		for range PathBiasMinUses {
-			gs.NoteUse(e.ID, false, t0)
+		for range PathBiasMinCircuits {
+			gs.NoteCircuit(e.ID, false, t0)
 		}
 	}
 	after = UpdateGuards(gs, cons, t0, rand.Reader)
@@ -54,25 +54,25 @@ func TestPathBiasDisablesASilentGuard(t *testing.T) {
 }
 
 // A guard whose circuits fail as often as honest ones do under heavy churn
-// (40% of used circuits dying unanswered) is never disabled, over many
-// thousands of uses (the counts halve at PathBiasScaleAt).
+// (40% of circuits failing) is never disabled, over many thousands of
+// circuits (the counts halve at PathBiasScaleAt).
 func TestPathBiasKeepsAnHonestGuard(t *testing.T) {
 	cons := guardCons(t)
 	gs := UpdateGuards(GuardSet{}, cons, t0, rand.Reader)
 	id := gs.Entries[0].ID
 	for i := range 10000 {
-		if gs.NoteUse(id, i%5 >= 2, t0) {
-			t.Fatalf("an honest guard was disabled after %d uses", i+1)
+		if gs.NoteCircuit(id, i%5 >= 2, t0) {
+			t.Fatalf("an honest guard was disabled after %d circuits", i+1)
 		}
-		if e := gs.Entries[0]; e.UseAttempts >= PathBiasScaleAt || e.UseSuccesses > e.UseAttempts {
-			t.Fatalf("counts out of range: %d/%d", e.UseSuccesses, e.UseAttempts)
+		if e := gs.Entries[0]; e.PathAttempts >= PathBiasScaleAt || e.PathSuccesses > e.PathAttempts {
+			t.Fatalf("counts out of range: %d/%d", e.PathSuccesses, e.PathAttempts)
 		}
 	}
-	// Fewer than PathBiasMinUses uses are never enough to judge.
+	// Fewer than PathBiasMinCircuits circuits are never enough to judge.
 	gs = UpdateGuards(GuardSet{}, cons, t0, rand.Reader)
-	for range PathBiasMinUses - 1 {
-		if gs.NoteUse(gs.Entries[1].ID, false, t0) {
-			t.Fatal("disabled before PathBiasMinUses uses")
+	for range PathBiasMinCircuits - 1 {
+		if gs.NoteCircuit(gs.Entries[1].ID, false, t0) {
+			t.Fatal("disabled before PathBiasMinCircuits circuits")
 		}
 	}
 }
@@ -82,21 +82,21 @@ func TestPathBiasKeepsAnHonestGuard(t *testing.T) {
 func TestPathBiasStateRoundTrip(t *testing.T) {
 	cons := guardCons(t)
 	gs := UpdateGuards(GuardSet{}, cons, t0, rand.Reader)
-	for range PathBiasMinUses {
-		gs.NoteUse(gs.Entries[0].ID, false, t0)
+	for range PathBiasMinCircuits {
+		gs.NoteCircuit(gs.Entries[0].ID, false, t0)
 	}
-	gs.NoteUse(gs.Entries[1].ID, true, t0)
+	gs.NoteCircuit(gs.Entries[1].ID, true, t0)
 	st := &State{GuardSet: gs}
 	back, err := ParseState(st.Encode())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !back.Entries[0].PathBiasSince.Equal(t0) || back.Entries[0].UseAttempts != PathBiasMinUses ||
-		back.Entries[1].UseSuccesses != 1 || back.Entries[1].Disabled() {
+	if !back.Entries[0].PathBiasSince.Equal(t0) || back.Entries[0].PathAttempts != PathBiasMinCircuits ||
+		back.Entries[1].PathSuccesses != 1 || back.Entries[1].Disabled() {
 		t.Fatalf("state round trip lost path-bias fields: %+v", back.Entries[:2])
 	}
 	for _, bad := range [][2]int{{-1, 0}, {1, 2}, {PathBiasScaleAt + 1, 0}} {
-		st.Entries[0].UseAttempts, st.Entries[0].UseSuccesses = bad[0], bad[1]
+		st.Entries[0].PathAttempts, st.Entries[0].PathSuccesses = bad[0], bad[1]
 		if _, err := ParseState(st.Encode()); !errors.Is(err, ErrBadState) {
 			t.Errorf("counts %v accepted", bad)
 		}

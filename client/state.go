@@ -64,7 +64,7 @@ func ParseState(b []byte) (*State, error) {
 			return nil, fmt.Errorf("%w: duplicate guard", ErrBadState)
 		}
 		seen[e.ID] = true
-		if e.UseAttempts < 0 || e.UseSuccesses < 0 || e.UseSuccesses > e.UseAttempts || e.UseAttempts > PathBiasScaleAt {
+		if e.PathAttempts < 0 || e.PathSuccesses < 0 || e.PathSuccesses > e.PathAttempts || e.PathAttempts > PathBiasScaleAt {
 			return nil, fmt.Errorf("%w: path-bias counts out of range", ErrBadState)
 		}
 	}

@@ -32,6 +32,11 @@ usage:
   veil sim       [--scenario NAME|FILE] [--seed N] [--out DIR]
                                    simulate a network in virtual time; write metrics
                                    and an HTML report (docs/simulator.md)
+  veil bench     [--out DIR] [--no-tor] [--tor run.sh] [--tor-configs fastest,default]
+                                   benchmark a local network against Tor (bench/README.md)
+  veil sim --analysis torps [--shares 0.05,0.1,0.2] [--clients N] [--days D]
+                                   path-compromise analysis: how often an adversary
+                                   with a share of guard and exit weight sees both ends
 
 Every command takes -v for debug logs. See README.md and docs/.
 `
@@ -55,7 +60,9 @@ func main() {
 	case "authority":
 		err = runAuthority(ctx, args)
 	case "sim":
-		err = runSim(args)
+		err = runSim(ctx, args)
+	case "bench":
+		err = runBench(ctx, args)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return

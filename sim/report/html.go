@@ -39,20 +39,29 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 	}
 	b.WriteString("</table>\n")
 	if rs != nil {
-		fmt.Fprintf(&b, "<h2>Simulator</h2>\n<table><tr><th>wall time (s)</th><th>virtual s per wall s</th><th>peak memory (MiB)</th><th>events</th><th>events per wall s</th><th>machine</th></tr>\n"+
-			"<tr><td>%.1f</td><td>%.1f</td><td>%.0f</td><td>%d</td><td>%.0f</td><td>%s</td></tr></table>\n",
-			rs.WallSeconds, rs.VirtualPerWall, rs.PeakMemoryMiB, rs.Events, rs.EventsPerWall, esc(rs.Machine))
+		src := rs.PeakMemorySource
+		if src == "" {
+			src = "-"
+		}
+		fmt.Fprintf(&b, "<h2>Simulator</h2>\n<p>Measured on the machine that ran it (run.json); these figures are not part of the reproducible metrics.</p>\n"+
+			"<table><tr><th>wall time (s)</th><th>set-up (s)</th><th>CPU (s)</th><th>virtual s per wall s</th><th>peak memory (MiB)</th><th>peak heap (MiB)</th><th>events</th><th>events per wall s</th><th>load</th><th>machine</th></tr>\n"+
+			"<tr><td>%.1f</td><td>%.1f</td><td>%.1f</td><td>%.1f</td><td>%.0f (%s)</td><td>%.0f</td><td>%d</td><td>%.0f</td><td>%g</td><td>%s</td></tr></table>\n",
+			rs.WallSeconds, rs.SetupSeconds, rs.CPUSeconds, rs.VirtualPerWall, rs.PeakMemoryMiB, esc(src), rs.PeakHeapMiB,
+			rs.Events, rs.EventsPerWall, rs.Load, esc(rs.Machine))
 	}
 
 	b.WriteString("<h2>Circuits and fetches</h2>\n<div class=\"plots\">\n")
-	b.WriteString(LinePlot("Circuit build time (CDF)", "build time (seconds)", "fraction of builds", []Series{CDF("circuits", m.BuildSeconds)}, 1))
+	b.WriteString(CDFPlot("Circuit build time (CDF)", "build time (seconds)", "fraction of builds", []Series{CDF("circuits", m.BuildSeconds)}))
 	var ttfb []Series
 	for _, l := range m.FetchLabels() {
 		ttfb = append(ttfb, CDF(l, m.Fetches[l].TTFB))
 	}
-	b.WriteString(LinePlot("Time to first byte (CDF)", "time to first byte (seconds)", "fraction of fetches", ttfb, 1))
+	b.WriteString(CDFPlot("Time to first byte (CDF)", "time to first byte (seconds)", "fraction of fetches", ttfb))
 	for _, l := range m.FetchLabels() {
-		b.WriteString(LinePlot("Transfer time, "+l+" (CDF)", "time to last byte (seconds)", "fraction of fetches", []Series{CDF(l, m.Fetches[l].Seconds)}, 1))
+		b.WriteString(CDFPlot("Transfer time, "+l+" (CDF)", "time to last byte (seconds)", "fraction of fetches", []Series{CDF(l, m.Fetches[l].Seconds)}))
+	}
+	if gp := fetchGoodput(m); len(gp) > 0 {
+		b.WriteString(CDFPlot("Goodput of each fetch (CDF)", "fetch size / transfer time (Mbit/s)", "fraction of fetches", gp))
 	}
 	b.WriteString("</div>\n<h2>Network</h2>\n<div class=\"plots\">\n")
 	gp := Series{Name: "all clients"}
@@ -67,23 +76,42 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 		counts[i] = float64(m.Errors[c])
 	}
 	b.WriteString(BarPlot("Errors by cause", "count", causes, counts))
+	b.WriteString(BarPlot("Error rate by cause", "% of circuit builds (build:) or fetches (others)", causes, errorRates(m, causes)))
 	labels, util := relayBars(m.RelayStats)
 	b.WriteString(BarPlot("Relay uplink utilization (by capacity)", "busy share of the run (%)", labels, util))
+	var allUtil []float64
+	for _, r := range m.RelayStats {
+		allUtil = append(allUtil, 100*r.Utilization)
+	}
+	b.WriteString(LinePlot("Relay uplink utilization, all relays (CDF)", "busy share of the run (%)", "fraction of relays", []Series{CDF("relays", allUtil)}, 1))
 	cs := Series{Name: "Running relays"}
 	for _, c := range m.Consensus {
 		cs.X = append(cs.X, c.AtSeconds/60)
 		cs.Y = append(cs.Y, float64(c.Running))
 	}
 	b.WriteString(LinePlot("Relays listed Running in each consensus", "virtual time (minutes)", "relays", []Series{cs}, 0))
-	if rs != nil && len(rs.Progress) > 1 {
-		p := Series{Name: "progress"}
-		for _, s := range rs.Progress {
-			p.X = append(p.X, s[0])
-			p.Y = append(p.Y, s[1]/60)
-		}
-		b.WriteString(LinePlot("Simulator progress", "wall time (seconds)", "virtual time (minutes)", []Series{p}, 0))
-	}
 	b.WriteString("</div>\n")
+	if rs != nil && len(rs.Samples) > 1 {
+		b.WriteString("<h2>Simulator speed and memory</h2>\n<div class=\"plots\">\n")
+		p, v := Series{Name: "virtual time reached"}, Series{Name: "average since the start"}
+		heap, rss := Series{Name: "Go heap (runtime/metrics)"}, Series{Name: "peak resident set (" + rs.PeakMemorySource + ")"}
+		// Short runs in seconds, long ones in minutes.
+		unit, div := "wall time (seconds)", 1.0
+		if rs.WallSeconds > 180 {
+			unit, div = "wall time (minutes)", 60
+		}
+		for _, s := range rs.Samples {
+			x := s.WallSeconds / div
+			p.X, p.Y = append(p.X, x), append(p.Y, s.VirtualSeconds/60)
+			v.X, v.Y = append(v.X, x), append(v.Y, s.VirtualPerWall)
+			heap.X, heap.Y = append(heap.X, x), append(heap.Y, s.HeapMiB)
+			rss.X, rss.Y = append(rss.X, x), append(rss.Y, s.RSSMiB)
+		}
+		b.WriteString(LinePlot("Simulator progress", unit, "virtual time (minutes)", []Series{p}, 0))
+		b.WriteString(LinePlot("Simulator speed", unit, "virtual seconds per wall second", []Series{v}, 0))
+		b.WriteString(LinePlot("Simulator memory", unit, "memory (MiB)", []Series{heap, rss}, 0))
+		b.WriteString("</div>\n")
+	}
 
 	a := m.Adversary
 	fmt.Fprintf(&b, "<h2>Adversary</h2>\n<table><tr><th>circuits through malicious relays</th><th>tampered</th><th>detected at the next hop</th><th>cells accepted after tampering</th></tr>\n"+
@@ -117,6 +145,49 @@ func relayBars(rs []RelayStats) ([]string, []float64) {
 		vals = append(vals, 100*r.Utilization)
 	}
 	return labels, vals
+}
+
+// fetchGoodput returns, for each fetch kind named by a size of at least
+// 1 MiB, the CDF of size over transfer time in Mbit/s (what OnionPerf
+// and tornettools call a client's goodput). Smaller fetches are left
+// out: their time is mostly latency, not throughput.
+func fetchGoodput(m *Metrics) []Series {
+	var out []Series
+	for _, l := range m.FetchLabels() {
+		size := labelBytes(l)
+		if size < 1<<20 || size >= 1<<62 {
+			continue
+		}
+		var mbit []float64
+		for _, t := range m.Fetches[l].Seconds {
+			if t > 0 {
+				mbit = append(mbit, float64(size)*8/1e6/t)
+			}
+		}
+		out = append(out, CDF(l, mbit))
+	}
+	return out
+}
+
+// errorRates gives each cause's count as a percentage of what it could
+// have hit: circuit launches for "build:" causes, fetches started for
+// the others.
+func errorRates(m *Metrics, causes []string) []float64 {
+	fetches := 0
+	for _, f := range m.Fetches {
+		fetches += f.Started
+	}
+	out := make([]float64, len(causes))
+	for i, c := range causes {
+		den := fetches
+		if strings.HasPrefix(c, "build:") {
+			den = m.CircuitsLaunched
+		}
+		if den > 0 {
+			out[i] = 100 * float64(m.Errors[c]) / float64(den)
+		}
+	}
+	return out
 }
 
 // quantile formats the q-quantile of xs (nearest rank), or "-".

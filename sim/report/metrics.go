@@ -95,6 +95,48 @@ type AdversaryStats struct {
 	// CircuitsThrough is the number of circuits that went through a
 	// malicious relay.
 	CircuitsThrough int `json:"circuits_through"`
+	// The rest is kept by sim/world/adversary.go and flood.go.
+	//
+	// CellsTampered counts cells tagged or dropped; CellsDelayed cells
+	// held by a "delay" relay, on CircuitsDelayed circuits, of which
+	// DelayDetected had a later cell refused by the next hop (a held cell
+	// overtaken by a later one is a reordering).
+	CellsTampered   int `json:"cells_tampered"`
+	CellsDelayed    int `json:"cells_delayed"`
+	CircuitsDelayed int `json:"circuits_delayed"`
+	DelayDetected   int `json:"delay_detected"`
+	// ReachedColluder counts tampered circuits that already ran through
+	// another of the adversary's relays further on; ColluderAccepted
+	// counts cells of a tampered circuit that such a relay accepted after
+	// the tampering (must stay 0).
+	ReachedColluder  int `json:"tampered_reaching_colluder"`
+	ColluderAccepted int `json:"colluder_accepted_after_tamper"`
+	// NeverArrived counts tampered circuits whose tampered cell never
+	// reached the next hop (the circuit or a link died first), so there was
+	// nothing to detect: Tampered = DetectedNextHop + NeverArrived.
+	NeverArrived int `json:"tampered_never_arrived"`
+	// Floods are the create-flood events.
+	Floods []FloodStats `json:"floods,omitempty"`
+}
+
+// FloodStats is one CREATE flood and what it did to honest circuits
+// through its target.
+type FloodStats struct {
+	Target    string  `json:"target"`
+	Attackers int     `json:"attackers"`
+	Rate      float64 `json:"rate_per_attacker"`
+	// Sent is the CREATEs the attackers sent, Answered those the target
+	// did a handshake for, Refused those it refused (CREATE rate limit per
+	// address, or a full handshake backlog on the link).
+	Sent     int `json:"creates_sent"`
+	Answered int `json:"creates_answered"`
+	Refused  int `json:"creates_refused"`
+	// Build times of honest circuits through the target, finished before
+	// and during the flood; HandshakeWait is the target's queueing plus
+	// CPU time for each honest CREATE during the flood.
+	BuildBefore   []float64 `json:"build_seconds_before"`
+	BuildDuring   []float64 `json:"build_seconds_during"`
+	HandshakeWait []float64 `json:"honest_handshake_seconds"`
 }
 
 // EventRecord is one scenario event as it happened.
@@ -201,14 +243,38 @@ func itoa(n int) string {
 }
 
 // RunStats is what depends on the machine: kept out of Metrics so metrics
-// stay reproducible.
+// stay reproducible (it is written to run.json, which no determinism
+// check compares).
 type RunStats struct {
-	WallSeconds    float64 `json:"wall_seconds"`
+	WallSeconds    float64 `json:"wall_seconds"`  // setup included
+	SetupSeconds   float64 `json:"setup_seconds"` // keys, descriptors, first consensus
+	CPUSeconds     float64 `json:"cpu_seconds"`   // user + system, all threads
+	CPUSource      string  `json:"cpu_source"`    // "getrusage", or "Go runtime estimate" where there is none
 	VirtualPerWall float64 `json:"virtual_seconds_per_wall_second"`
-	PeakMemoryMiB  float64 `json:"peak_memory_mib"` // peak resident set (VmHWM), or Go's Sys
-	Events         uint64  `json:"events"`
-	EventsPerWall  float64 `json:"events_per_wall_second"`
-	Machine        string  `json:"machine"`
-	// Progress samples: virtual seconds reached at wall seconds.
-	Progress [][2]float64 `json:"progress"`
+	// PeakMemoryMiB is the peak resident set; PeakMemorySource says how
+	// it was read: "VmHWM" (Linux /proc/self/status) or "Go runtime
+	// total" (runtime/metrics, elsewhere).
+	PeakMemoryMiB    float64 `json:"peak_memory_mib"`
+	PeakMemorySource string  `json:"peak_memory_source"`
+	// PeakHeapMiB is the largest heap seen at a progress sample
+	// (runtime/metrics /memory/classes/heap/objects:bytes).
+	PeakHeapMiB   float64 `json:"peak_heap_mib"`
+	Events        uint64  `json:"events"`
+	EventsPerWall float64 `json:"events_per_wall_second"`
+	Load          float64 `json:"load"` // veil sim --load
+	Machine       string  `json:"machine"`
+	GoVersion     string  `json:"go_version"`
+	// Progress samples: virtual seconds reached at wall seconds (kept for
+	// old readers; Samples has the same and more).
+	Progress [][2]float64     `json:"progress"`
+	Samples  []ProgressSample `json:"samples"`
+}
+
+// ProgressSample is the simulator's state at one moment of the run.
+type ProgressSample struct {
+	WallSeconds    float64 `json:"wall_seconds"`
+	VirtualSeconds float64 `json:"virtual_seconds"`
+	VirtualPerWall float64 `json:"virtual_per_wall"` // average since the start
+	HeapMiB        float64 `json:"heap_mib"`
+	RSSMiB         float64 `json:"peak_rss_mib"`
 }

@@ -49,6 +49,40 @@ func CDF(name string, samples []float64) Series {
 	return s
 }
 
+// CDFPlot draws CDFs (from CDF) on shared axes. A heavy tail (timeouts)
+// would squeeze the bulk of the curves into a corner, so when the largest
+// sample is more than three times the 99th percentile of all of them, the
+// x axis stops at that percentile and the title says so.
+func CDFPlot(title, xLabel, yLabel string, series []Series) string {
+	var all []float64
+	for _, s := range series {
+		all = append(all, s.X...)
+	}
+	if len(all) < 20 {
+		return LinePlot(title, xLabel, yLabel, series, 1)
+	}
+	sort.Float64s(all)
+	clip := all[int(0.99*float64(len(all)-1))]
+	if clip <= 0 || all[len(all)-1] <= 3*clip {
+		return LinePlot(title, xLabel, yLabel, series, 1)
+	}
+	cut := make([]Series, len(series))
+	for i, s := range series {
+		c := Series{Name: s.Name}
+		for j := range s.X {
+			if s.X[j] > clip {
+				if j > 0 {
+					c.X, c.Y = append(c.X, clip), append(c.Y, s.Y[j-1])
+				}
+				break
+			}
+			c.X, c.Y = append(c.X, s.X[j]), append(c.Y, s.Y[j])
+		}
+		cut[i] = c
+	}
+	return LinePlot(title+", to the 99th percentile", xLabel, yLabel, cut, 1)
+}
+
 // niceTicks returns about n round tick values covering [lo, hi].
 func niceTicks(lo, hi float64, n int) []float64 {
 	if hi <= lo {

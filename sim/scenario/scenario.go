@@ -58,6 +58,11 @@ type Relays struct {
 	ExitFraction float64            `toml:"exit_fraction"`
 	Regions      map[string]float64 `toml:"regions"` // region -> weight; empty: uniform
 	Bandwidth    Bandwidth          `toml:"bandwidth"`
+	// HandshakeCPU is the relay's CPU time per circuit handshake it
+	// answers (default DefaultHandshakeCPU), on CPUCores cores (default
+	// 2); see docs/simulator.md, "Relay CPU".
+	HandshakeCPU Duration `toml:"handshake_cpu"`
+	CPUCores     int      `toml:"cpu_cores"`
 }
 
 // Bandwidth is a distribution of uplink bandwidths, in Mbit/s.
@@ -99,15 +104,46 @@ type Clients struct {
 	// exponential think time of mean Think between them.
 	PageKiB int      `toml:"page_kib"`
 	Think   Duration `toml:"think"`
+	// Users is how many users one simulated web client stands for
+	// (tornettools' 1/process_scale; default 1): it runs that many
+	// independent page-and-think sessions over its circuits.
+	Users int `toml:"users"`
 }
 
 // Adversary is a group of malicious relays added to the honest ones.
+// They all belong to one adversary, which sees what any of them sees.
 type Adversary struct {
-	Count         int     `toml:"count"`
-	Behaviour     string  `toml:"behaviour"` // "tag": flip a bit of a relayed cell; "drop": drop one
+	Count int `toml:"count"`
+	// Behaviour towards the forward RELAY cells the relay passes on:
+	// "tag" flips a bit, "drop" drops them, "delay" holds each for Delay,
+	// "passive" relays honestly and only watches (e.g. the exit half of a
+	// tagging attack).
+	Behaviour     string  `toml:"behaviour"`
 	BandwidthMbit float64 `toml:"bandwidth_mbit"`
 	Exit          bool    `toml:"exit"`
 	Region        string  `toml:"region"`
+	// Skip is how many forward RELAY cells of each circuit pass untouched
+	// before the behaviour starts.
+	Skip int `toml:"skip"`
+	// Cells is how many cells of each circuit the behaviour applies to
+	// after Skip; 0 means every cell. Unset: 1 for tag and drop, every
+	// cell for delay.
+	Cells *int `toml:"cells"`
+	// Fraction is the chance that an eligible cell is affected (default 1).
+	Fraction float64 `toml:"fraction"`
+	// Delay is how long "delay" holds a cell.
+	Delay Duration `toml:"delay"`
+}
+
+// AffectedCells is Cells with its default filled in (0: every cell).
+func (a *Adversary) AffectedCells() int {
+	if a.Cells != nil {
+		return *a.Cells
+	}
+	if a.Behaviour == "delay" {
+		return 0
+	}
+	return 1
 }
 
 // Event is something that happens at a virtual time.
@@ -116,13 +152,20 @@ type Event struct {
 	// Action: "crash" (Fraction or Count of the honest relays, chosen at
 	// random, crash and come back after For, if set), "authority-offline"
 	// (authority Authority, for For), "partition" (region Region is cut
-	// off from the others, for For).
+	// off from the others, for For), "create-flood" (below).
 	Action    string   `toml:"action"`
 	Fraction  float64  `toml:"fraction"`
 	Count     int      `toml:"count"`
 	Authority int      `toml:"authority"`
 	Region    string   `toml:"region"`
 	For       Duration `toml:"for"`
+	// "create-flood": Attackers nodes, each with its own address, open a
+	// link to relay Target (a relay name such as "relay3"; default: the
+	// honest relay with the most bandwidth) and send Rate complete
+	// CREATEs per second each, for For (default: to the end).
+	Target    string  `toml:"target"`
+	Attackers int     `toml:"attackers"`
+	Rate      float64 `toml:"rate"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("90s").

@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -14,8 +16,21 @@ const (
 	MaxRelays      = 20000
 	MaxClients     = 200000
 	MaxAuthorities = 9
-	MaxDuration    = 7 * 24 * time.Hour
+	// MaxUsersPerClient bounds a web client's sessions.
+	MaxUsersPerClient = 10000
+	MaxDuration       = 7 * 24 * time.Hour
+	// MaxAttackers bounds a create-flood's attacking nodes and
+	// MaxFloodRate each one's CREATEs per second.
+	MaxAttackers = 10000
+	MaxFloodRate = 100000
+	// MaxCellDelay bounds what a "delay" adversary holds a cell.
+	MaxCellDelay = time.Minute
 )
+
+// DefaultHandshakeCPU is a relay's CPU time per hybrid circuit handshake:
+// the relay side measured on the 2-core Xeon of docs/benchmarks.md
+// ("Circuit handshakes and cell crypto", 176 µs).
+const DefaultHandshakeCPU = 176 * time.Microsecond
 
 func (s *Scenario) defaults() {
 	if len(s.Network.Regions) == 0 {
@@ -57,13 +72,31 @@ func (s *Scenario) defaults() {
 		if c.Port == 0 {
 			c.Port = 443
 		}
+		if c.Users == 0 {
+			c.Users = 1
+		}
 		if c.Model == "onionperf" && len(c.SizesKiB) == 0 {
 			c.SizesKiB = []int{50, 1024, 5120}
 		}
 	}
+	if s.Relays.HandshakeCPU.Duration == 0 {
+		s.Relays.HandshakeCPU.Duration = DefaultHandshakeCPU
+	}
+	if s.Relays.CPUCores == 0 {
+		s.Relays.CPUCores = 2
+	}
 	for i := range s.Adversary {
-		if s.Adversary[i].BandwidthMbit == 0 {
-			s.Adversary[i].BandwidthMbit = b.MedianMbit
+		a := &s.Adversary[i]
+		if a.BandwidthMbit == 0 {
+			a.BandwidthMbit = b.MedianMbit
+		}
+		if a.Fraction == 0 {
+			a.Fraction = 1
+		}
+	}
+	for i := range s.Events {
+		if e := &s.Events[i]; e.Action == "create-flood" && e.Attackers == 0 {
+			e.Attackers = 1
 		}
 	}
 }
@@ -91,6 +124,10 @@ func (s *Scenario) Validate() error {
 		return bad("relays.exit_fraction must be in (0, 1]")
 	case s.Servers.Count < 1 || s.Servers.Count > 10000:
 		return bad("servers.count must be 1..10000")
+	case s.Relays.HandshakeCPU.Duration < 0 || s.Relays.HandshakeCPU.Duration > time.Second:
+		return bad("relays.handshake_cpu must be in [0, 1s]")
+	case s.Relays.CPUCores < 1 || s.Relays.CPUCores > 256:
+		return bad("relays.cpu_cores must be 1..256")
 	}
 	seen := map[string]bool{}
 	for i, r := range n.Regions {
@@ -153,6 +190,9 @@ func (s *Scenario) Validate() error {
 			if c.PageKiB <= 0 || c.PageKiB > 1<<16 || c.Think.Duration <= 0 {
 				return bad("%s: page_kib must be 1..%d and think positive", f, 1<<16)
 			}
+			if c.Users < 1 || c.Users > MaxUsersPerClient {
+				return bad("%s.users must be 1..%d", f, MaxUsersPerClient)
+			}
 		default:
 			return bad("%s.model must be onionperf, bulk or web, not %q", f, c.Model)
 		}
@@ -163,15 +203,38 @@ func (s *Scenario) Validate() error {
 	if total > MaxClients {
 		return bad("at most %d clients", MaxClients)
 	}
+	if err := s.validateAdversary(); err != nil {
+		return err
+	}
+	if err := s.validateEvents(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (s *Scenario) validateAdversary() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("scenario %q: "+f, append([]any{s.Name}, a...)...) }
 	for i, a := range s.Adversary {
 		f := fmt.Sprintf("adversary[%d]", i)
 		switch {
 		case a.Count < 1 || a.Count > MaxRelays:
 			return bad("%s.count must be 1..%d", f, MaxRelays)
-		case a.Behaviour != "tag" && a.Behaviour != "drop":
-			return bad("%s.behaviour must be tag or drop, not %q", f, a.Behaviour)
+		case !slices.Contains([]string{"tag", "drop", "delay", "passive"}, a.Behaviour):
+			return bad("%s.behaviour must be tag, drop, delay or passive, not %q", f, a.Behaviour)
 		case a.BandwidthMbit <= 0:
 			return bad("%s.bandwidth_mbit must be positive", f)
+		case a.Skip < 0:
+			return bad("%s.skip must not be negative", f)
+		case a.Cells != nil && *a.Cells < 0:
+			return bad("%s.cells must not be negative (0 means every cell)", f)
+		case a.Fraction <= 0 || a.Fraction > 1 || math.IsNaN(a.Fraction):
+			return bad("%s.fraction must be in (0, 1]", f)
+		case a.Behaviour == "delay" && (a.Delay.Duration <= 0 || a.Delay.Duration > MaxCellDelay):
+			return bad("%s.delay must be in (0, %v] for behaviour delay", f, MaxCellDelay)
+		case a.Behaviour != "delay" && a.Delay.Duration != 0:
+			return bad("%s.delay is only for behaviour delay", f)
+		case a.Behaviour == "passive" && (a.Skip != 0 || a.Cells != nil || a.Fraction != 1):
+			return bad("%s: a passive relay takes no skip, cells or fraction", f)
 		}
 		if a.Region != "" {
 			if err := s.checkRegion(f+".region", a.Region); err != nil {
@@ -179,10 +242,18 @@ func (s *Scenario) Validate() error {
 			}
 		}
 	}
+	return nil
+}
+
+func (s *Scenario) validateEvents() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("scenario %q: "+f, append([]any{s.Name}, a...)...) }
 	for i, e := range s.Events {
 		f := fmt.Sprintf("events[%d]", i)
 		if e.At.Duration < 0 || e.For.Duration < 0 {
 			return bad("%s: at and for must not be negative", f)
+		}
+		if e.Action != "create-flood" && (e.Target != "" || e.Attackers != 0 || e.Rate != 0) {
+			return bad("%s: target, attackers and rate are only for create-flood", f)
 		}
 		switch e.Action {
 		case "crash":
@@ -197,11 +268,44 @@ func (s *Scenario) Validate() error {
 			if err := s.checkRegion(f+".region", e.Region); err != nil {
 				return err
 			}
+		case "create-flood":
+			switch {
+			case e.Attackers < 1 || e.Attackers > MaxAttackers:
+				return bad("%s.attackers must be 1..%d", f, MaxAttackers)
+			case e.Rate <= 0 || e.Rate > MaxFloodRate || math.IsNaN(e.Rate):
+				return bad("%s.rate (CREATEs per second per attacker) must be in (0, %d]", f, MaxFloodRate)
+			case e.Target != "" && !s.relayName(e.Target):
+				return bad("%s.target: no relay %q (honest relays are relay0..relay%d, adversaries' bad%d..bad%d)",
+					f, e.Target, s.Relays.Count-1, s.Relays.Count, s.Relays.Count+s.adversaryRelays()-1)
+			}
 		default:
-			return bad("%s.action must be crash, authority-offline or partition, not %q", f, e.Action)
+			return bad("%s.action must be crash, authority-offline, partition or create-flood, not %q", f, e.Action)
 		}
 	}
 	return nil
+}
+
+// relayName reports whether name is a relay of the scenario: honest relay
+// i is "relay<i>"; the adversaries' relays follow them as "bad<i>".
+func (s *Scenario) relayName(name string) bool {
+	lo, hi := 0, s.Relays.Count
+	n, ok := strings.CutPrefix(name, "relay")
+	if !ok {
+		lo, hi = s.Relays.Count, s.Relays.Count+s.adversaryRelays()
+		if n, ok = strings.CutPrefix(name, "bad"); !ok {
+			return false
+		}
+	}
+	i, err := strconv.Atoi(n)
+	return err == nil && i >= lo && i < hi && strconv.Itoa(i) == n
+}
+
+func (s *Scenario) adversaryRelays() int {
+	n := 0
+	for _, a := range s.Adversary {
+		n += a.Count
+	}
+	return n
 }
 
 func (s *Scenario) checkRegion(field, r string) error {
@@ -259,3 +363,6 @@ func SortedKeys(m map[string]float64) []string {
 
 // RegionIndex returns the index of region r (which Validate checked).
 func (s *Scenario) RegionIndex(r string) int { return slices.Index(s.Network.Regions, r) }
+
+// Validate checks a bandwidth distribution (Parse does it for scenarios).
+func (b *Bandwidth) Validate() error { return b.validate() }

@@ -2,8 +2,10 @@ package simnet
 
 import (
 	"errors"
+	"math/bits"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/veilnet/veil/circuit"
 )
@@ -95,6 +97,7 @@ type Network struct {
 	cut     func(a, b *Node) bool
 	nextID  uint64
 	scratch circuit.Cell
+	rings   ringPool
 
 	// DialTimeout is how long a dial across a partition takes to fail.
 	DialTimeout time.Duration
@@ -295,7 +298,7 @@ func (l *Link) Close(nd *Node) {
 func (l *Link) abort(by *Node) {
 	l.closed = true
 	for i := range l.dir {
-		l.dir[i].buf, l.dir[i].head, l.dir[i].n = nil, 0, 0
+		l.dir[i].release()
 	}
 	for _, nd := range l.ends {
 		removeLink(nd, l)
@@ -321,7 +324,11 @@ func removeLink(nd *Node, l *Link) {
 }
 
 // pipe is one direction of a link: the cells in flight, in arrival order,
-// in a ring buffer. Only its first cell has an event in the queue.
+// in a ring buffer whose size is a power of two. Only its first cell has
+// an event in the queue. An empty pipe gives its ring back to the
+// network's pool, so idle links hold no cell memory and busy ones do not
+// allocate (a ring of 514-byte cells is large: allocating and clearing
+// them was a tenth of the simulator's time).
 type pipe struct {
 	link      *Link
 	to        int
@@ -336,21 +343,29 @@ type inflight struct {
 	cell circuit.Cell
 }
 
-// keepBuf is the ring size an empty pipe keeps; larger rings are released
-// when the pipe empties.
-const keepBuf = 64
+// minRing is the smallest ring a pipe gets.
+const minRing = 16
 
 func (p *pipe) push(at int64, c *circuit.Cell) {
 	if p.n == len(p.buf) {
-		nb := make([]inflight, max(16, 2*len(p.buf)))
+		pool := &p.link.net.rings
+		nb := pool.get(max(minRing, 2*len(p.buf)))
+		mask := len(p.buf) - 1
 		for i := range p.n {
-			nb[i] = p.buf[(p.head+i)%len(p.buf)]
+			nb[i] = p.buf[(p.head+i)&mask]
 		}
+		pool.put(p.buf)
 		p.buf, p.head = nb, 0
 	}
-	e := &p.buf[(p.head+p.n)%len(p.buf)]
+	e := &p.buf[(p.head+p.n)&(len(p.buf)-1)]
 	e.at, e.cell = at, *c
 	p.n++
+}
+
+// release gives the pipe's ring back to the pool.
+func (p *pipe) release() {
+	p.link.net.rings.put(p.buf)
+	p.buf, p.head, p.n = nil, 0, 0
 }
 
 // deliver hands the first cell to the receiving node and schedules the
@@ -362,13 +377,10 @@ func (p *pipe) deliver() {
 	}
 	n := p.link.net
 	n.scratch = p.buf[p.head].cell
-	p.head = (p.head + 1) % len(p.buf)
+	p.head = (p.head + 1) & (len(p.buf) - 1)
 	p.n--
 	if p.n == 0 {
-		if len(p.buf) > keepBuf {
-			p.buf = nil
-		}
-		p.head = 0
+		p.release()
 	} else {
 		p.scheduled = true
 		n.sim.push(event{at: p.buf[p.head].at, pipe: p})
@@ -376,4 +388,39 @@ func (p *pipe) deliver() {
 	to := p.link.ends[p.to]
 	to.BytesRecv += circuit.CellSize
 	to.handler.Cell(p.link, &n.scratch)
+}
+
+// ringPool keeps free rings by size class (log2 of the length), up to
+// ringPoolBytes of cells per class, so that the memory kept for reuse
+// stays bounded whatever the traffic did.
+type ringPool struct {
+	free [40][][]inflight
+}
+
+const ringPoolBytes = 16 << 20
+
+func ringClass(n int) int { return bits.Len(uint(n)) - 1 }
+
+// get returns a ring of length n (a power of two). Its contents are stale
+// cells, which push overwrites before delivery reads them.
+func (r *ringPool) get(n int) []inflight {
+	c := ringClass(n)
+	if l := len(r.free[c]); l > 0 {
+		b := r.free[c][l-1]
+		r.free[c][l-1] = nil
+		r.free[c] = r.free[c][:l-1]
+		return b
+	}
+	return make([]inflight, n)
+}
+
+func (r *ringPool) put(b []inflight) {
+	if len(b) == 0 {
+		return
+	}
+	c := ringClass(len(b))
+	if (len(r.free[c])+1)*len(b)*int(unsafe.Sizeof(inflight{})) > ringPoolBytes {
+		return // let the collector have it
+	}
+	r.free[c] = append(r.free[c], b)
 }

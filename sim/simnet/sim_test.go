@@ -49,12 +49,19 @@ type recorder struct {
 	accepted int
 	closed   int
 	s        *Sim
+	onCell   func(*circuit.Cell)
 }
 
 func (r *recorder) Accepted(*Link) { r.accepted++ }
 func (r *recorder) Cell(_ *Link, c *circuit.Cell) {
 	r.cells = append(r.cells, c.CircID)
 	r.at = append(r.at, r.s.Elapsed())
+	if r.onCell != nil {
+		if c.Payload[0] != c.Payload[circuit.PayloadSize-1] {
+			panic("cell payload changed in flight")
+		}
+		r.onCell(c)
+	}
 }
 func (r *recorder) Closed(*Link) { r.closed++ }
 

@@ -26,6 +26,10 @@ const (
 	MaxDirtiness = 10 * time.Minute
 	// relaunchDelay is the pause after a failed build before the next.
 	relaunchDelay = 500 * time.Millisecond
+	// maxBuilding bounds the circuits a client builds at once (a client
+	// standing for many users needs several when their sessions start
+	// together).
+	maxBuilding = 4
 )
 
 // Client is one simulated client.
@@ -64,10 +68,14 @@ type ccirc struct {
 	built   bool
 	dead    bool
 	dirty   time.Time // when the first stream was attached; zero: clean
-	timer   *simnet.Timer
-	acts    circuit.ClientActions
-	acts2   circuit.ClientActions // for calls made while acts is being applied
-	fetches []*fetch
+	// Path bias (client/guards.go): a stream request was sent; a cell from
+	// the far end was accepted after it; the outcome was counted.
+	used, answered, counted bool
+	iso                     int // the session whose streams it carries, once dirty
+	timer                   *simnet.Timer
+	acts                    circuit.ClientActions
+	acts2                   circuit.ClientActions // for calls made while acts is being applied
+	fetches                 []*fetch
 }
 
 func (c *Client) now() time.Time { return c.w.sim.Now() }
@@ -117,6 +125,13 @@ func (c *Client) Cell(l *simnet.Link, cell *circuit.Cell) {
 	case circuit.CmdRelay:
 		circ.acts.Reset()
 		if err = circ.cc.HandleBackward(&cell.Payload, &circ.acts); err == nil {
+			if circ.used && !circ.answered {
+				circ.answered = true
+				if !circ.counted {
+					circ.counted = true
+					c.notePath(circ, true)
+				}
+			}
 			c.apply(circ)
 		}
 	case circuit.CmdDestroy:
@@ -158,10 +173,16 @@ func (c *Client) scheduleRelaunch() {
 	}
 	c.relaunch = c.w.sim.After(relaunchDelay, func() {
 		c.relaunch = nil
-		if len(c.waiting) > 0 && c.building == 0 {
+		if c.needBuild() {
 			c.launch()
 		}
 	})
+}
+
+// needBuild reports whether fetches wait for more circuits than are being
+// built (and the client may build another).
+func (c *Client) needBuild() bool {
+	return len(c.waiting) > c.building && c.building < maxBuilding
 }
 
 // linkTo gets circ a link to guard g, dialing one if needed.
@@ -235,6 +256,7 @@ func (c *Client) extendNext(circ *ccirc) {
 	c.cbt.Observe(d)
 	c.w.m.CircuitsBuilt++
 	c.w.m.BuildSeconds = append(c.w.m.BuildSeconds, d.Seconds())
+	c.w.noteBuild(circ.path, d) // flood.go
 	waiting := c.waiting
 	c.waiting = nil
 	for _, f := range waiting {
@@ -306,6 +328,16 @@ func (c *Client) apply(circ *ccirc) {
 	}
 }
 
+// notePath feeds the real client's path-bias rule (client.GuardSet.NoteCircuit)
+// with a circuit's outcome, as client/circuits.go does; a guard it
+// disables is replaced as the real client does.
+func (c *Client) notePath(circ *ccirc, ok bool) {
+	if c.guards.NoteCircuit(circ.path[0].ID, ok, c.now()) {
+		c.w.m.Error("guard disabled by path bias")
+		c.guards = client.UpdateGuards(c.guards, c.w.cons, c.now(), c.rand)
+	}
+}
+
 // kill tears circ down; cause names the failure for the metrics.
 func (c *Client) kill(circ *ccirc, cause string, sendDestroy bool) {
 	if circ.dead {
@@ -313,6 +345,10 @@ func (c *Client) kill(circ *ccirc, cause string, sendDestroy bool) {
 	}
 	circ.dead = true
 	circ.timer.Stop()
+	if hops := circ.cc.Hops(); !circ.counted && hops > 0 {
+		circ.counted = true
+		c.notePath(circ, hops == len(circ.path) && !circ.used)
+	}
 	if !circ.built {
 		c.building--
 		c.w.m.Error("build: " + cause)
@@ -335,14 +371,14 @@ func (c *Client) kill(circ *ccirc, cause string, sendDestroy bool) {
 			break
 		}
 	}
-	if len(c.waiting) > 0 && c.building == 0 {
+	if c.needBuild() {
 		c.scheduleRelaunch()
 	}
 }
 
-// usable returns a built circuit that takes new streams, preferring the
-// one already in use.
-func (c *Client) usable() *ccirc {
+// usable returns a built circuit that takes new streams of session iso,
+// preferring the one already in use.
+func (c *Client) usable(iso int) *ccirc {
 	var clean *ccirc
 	for _, circ := range c.circs {
 		if !circ.built || circ.dead || circ.cc.StreamCount() >= circuit.MaxStreamsPerCircuit/2 {
@@ -354,7 +390,7 @@ func (c *Client) usable() *ccirc {
 			}
 			continue
 		}
-		if c.now().Sub(circ.dirty) < MaxDirtiness {
+		if circ.iso == iso && c.now().Sub(circ.dirty) < MaxDirtiness {
 			return circ
 		}
 	}

@@ -8,11 +8,18 @@ import (
 // Scenario events. Which relays crash is drawn from the world's stream
 // when the event fires. A partition cuts the links between one region and
 // the others (authorities are not network nodes yet, so it does not touch
-// the directory).
+// the directory). A create-flood is set up in flood.go.
 
 func (w *World) scheduleEvents() {
 	for i := range w.sc.Events {
 		ev := w.sc.Events[i]
+		if ev.Action == "create-flood" {
+			// Attacking nodes exist from the start (idle until the
+			// flood) so that floods are set up before the clock runs.
+			f := w.addFlood(ev)
+			w.sim.After(ev.At.Duration, f.begin)
+			continue
+		}
 		w.sim.After(ev.At.Duration, func() { w.fire(ev) })
 	}
 }

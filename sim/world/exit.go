@@ -40,12 +40,13 @@ func (p *relayProc) call(e *rcirc, f func(a *circuit.RelayActions) error) {
 	if p.dead || e.dead {
 		return
 	}
-	var a circuit.RelayActions
-	if err := f(&a); err != nil {
+	a := &p.r.w.scratch
+	a.Reset()
+	if err := f(a); err != nil {
 		p.destroy(e, circuit.DestroyProtocol, nil)
 		return
 	}
-	p.flush(e, &a)
+	p.flush(e, a)
 }
 
 // begin opens an exit stream (relay.begin): policy, name, connect.
@@ -160,14 +161,15 @@ func (p *relayProc) pump(e *rcirc) {
 			continue
 		}
 		for s.remaining > 0 && e.rc.CanPackage(s.id) {
-			e.pumpActs.Reset()
-			n, err := e.rc.PackageData(s.id, zeros[:min(s.remaining, len(zeros))], &e.pumpActs)
+			a := &p.r.w.scratch
+			a.Reset()
+			n, err := e.rc.PackageData(s.id, zeros[:min(s.remaining, len(zeros))], a)
 			s.remaining -= n
 			if err != nil {
 				p.destroy(e, circuit.DestroyProtocol, nil)
 				return
 			}
-			p.flush(e, &e.pumpActs)
+			p.flush(e, a)
 			if n == 0 {
 				break
 			}

@@ -81,19 +81,18 @@ type circSide struct {
 
 // rcirc is one circuit through a relay.
 type rcirc struct {
-	rc       *circuit.RelayCircuit
-	prev     *rlink
-	prevID   uint32
-	next     *rlink
-	nextID   uint32
-	created  bool
-	dead     bool
-	timer    *simnet.Timer
-	extend   *circuit.ExtendRequest // while waiting for a link to the next hop
-	acts     circuit.RelayActions
-	streams  []*exitStream
-	tampered bool // a malicious relay modified or dropped a forward cell
-	pumpActs circuit.RelayActions
+	rc      *circuit.RelayCircuit
+	prev    *rlink
+	prevID  uint32
+	next    *rlink
+	nextID  uint32
+	created bool
+	dead    bool
+	timer   *simnet.Timer
+	extend  *circuit.ExtendRequest // while waiting for a link to the next hop
+	acts    circuit.RelayActions
+	streams []*exitStream
+	adv     *advCirc // the adversary's view of the circuit (adversary.go); nil if none
 }
 
 func (r *Relay) start() {
@@ -153,6 +152,9 @@ func (p *relayProc) Cell(l *simnet.Link, c *circuit.Cell) {
 	rl := l.State[l.Side(p.r.node)].(*rlink)
 	if c.Cmd == circuit.CmdPadding {
 		return
+	}
+	if c.Cmd == circuit.CmdCreate && p.createGate(rl, c) {
+		return // refused or dropped by the CREATE limits (flood.go)
 	}
 	if asm := rl.pending[c.CircID]; c.Cmd == circuit.CmdCreate || asm != nil {
 		p.handleCreate(rl, c, asm)
@@ -246,7 +248,7 @@ func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, asm *circuit.Create
 	rl.circs[c.CircID] = circSide{e: e, prev: true}
 	p.r.circuits++
 	reply := circuit.Cell{CircID: c.CircID, Cmd: circuit.CmdCreated, Payload: *created}
-	p.send(rl, &reply)
+	p.handshakeDone(rl, &reply) // after the relay's CPU time (flood.go)
 }
 
 // apply carries out e.acts (relay.apply).

@@ -23,7 +23,8 @@ import (
 //   - bulk: fetch SizeKiB, then again at once, labelled "bulk".
 //   - web: a page of log-normal size (median PageKiB, sigma 1, 1 KiB to
 //     20 MiB), then an exponential think time of mean Think, labelled
-//     "web".
+//     "web"; Users such sessions run side by side on one client (one
+//     simulated client standing for many users, as in tornettools).
 
 type fetch struct {
 	c        *Client
@@ -38,6 +39,9 @@ type fetch struct {
 	done     bool
 	timer    *simnet.Timer
 	next     func() // what the traffic model does once the fetch is over
+	// iso is the session (user) the fetch belongs to: a circuit that
+	// carried one session's streams carries no other's (0: no isolation).
+	iso int
 }
 
 // fetchTimeout bounds a fetch: 30 s plus the time to move it at 20 KiB/s.
@@ -87,28 +91,41 @@ func (c *Client) begin() {
 		var step func(i int)
 		step = func(i int) {
 			size := g.SizesKiB[i%len(g.SizesKiB)] << 10
-			c.startFetch(report.SizeLabel(size), size, nil)
+			c.startFetch(report.SizeLabel(size), size, 0, nil)
 			c.w.sim.After(g.Interval.Duration, func() { step(i + 1) })
 		}
 		step(0)
 	case "bulk":
 		var again func()
-		again = func() { c.startFetch("bulk", g.SizeKiB<<10, again) }
+		again = func() { c.startFetch("bulk", g.SizeKiB<<10, 0, again) }
 		again()
 	case "web":
-		var page func()
-		page = func() {
-			kib := c.rand.LogNormal(float64(g.PageKiB), 1)
-			size := int(min(max(kib, 1), 20<<10) * 1024)
-			c.startFetch("web", size, func() { c.w.sim.After(c.rand.Exp(g.Think.Duration), page) })
+		// One session per user the client stands for; the first starts at
+		// once, the others after a think time, so they do not march in step.
+		for u := range g.Users {
+			iso := 0
+			if g.Users > 1 {
+				iso = u + 1
+			}
+			var page func()
+			page = func() {
+				kib := c.rand.LogNormal(float64(g.PageKiB), 1)
+				size := int(min(max(kib, 1), 20<<10) * 1024)
+				c.startFetch("web", size, iso, func() { c.w.sim.After(c.rand.Exp(g.Think.Duration), page) })
+			}
+			if u == 0 {
+				page()
+			} else {
+				c.w.sim.After(c.rand.Exp(g.Think.Duration), page)
+			}
 		}
-		page()
 	}
 }
 
-// startFetch begins a fetch of size bytes; next runs when it is over.
-func (c *Client) startFetch(label string, size int, next func()) {
-	f := &fetch{c: c, label: label, size: size, started: c.now(), next: next,
+// startFetch begins a fetch of size bytes for session iso; next runs
+// when it is over.
+func (c *Client) startFetch(label string, size, iso int, next func()) {
+	f := &fetch{c: c, label: label, size: size, started: c.now(), next: next, iso: iso,
 		server: c.w.servers[c.rand.IntN(len(c.w.servers))]}
 	c.w.m.Fetch(label).Started++
 	f.timer = c.w.sim.After(fetchTimeout(size), func() { c.fail(f, "fetch: timeout") })
@@ -120,22 +137,23 @@ func (c *Client) attach(f *fetch) {
 	if f.done {
 		return
 	}
-	circ := c.usable()
+	circ := c.usable(f.iso)
 	if circ == nil {
 		c.waiting = append(c.waiting, f)
-		if c.building == 0 && c.relaunch == nil {
+		if c.needBuild() && c.relaunch == nil {
 			c.launch()
 		}
 		return
 	}
 	circ.acts2.Reset()
 	id, err := circ.cc.OpenStream(f.server.name, uint16(c.group.Port), &circ.acts2)
+	circ.used = true
 	if err != nil {
 		c.fail(f, "stream: open")
 		return
 	}
 	if circ.dirty.IsZero() {
-		circ.dirty = c.now()
+		circ.dirty, circ.iso = c.now(), f.iso
 	}
 	f.circ, f.id = circ, id
 	circ.fetches = append(circ.fetches, f)

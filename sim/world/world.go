@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/veilnet/veil/circuit"
 	"github.com/veilnet/veil/crypto"
 	"github.com/veilnet/veil/directory"
 	"github.com/veilnet/veil/directory/dirtest"
@@ -45,9 +46,13 @@ type World struct {
 	serverNames map[string]*server
 	clients     []*Client
 	end         time.Time
-	// tampered follows circuits a malicious relay tampered with (lookup
-	// only; see adversary.go).
-	tampered map[tamperKey]*tamperRecord
+	// scratch holds the actions of a circuit call whose cells are sent at
+	// once (exit.go): one buffer for the world rather than one per
+	// circuit, which kept every exit circuit's largest batch alive.
+	scratch circuit.RelayActions
+	// attack is the adversary's bookkeeping (adversary.go, flood.go);
+	// nil until first used.
+	attack *attackState
 }
 
 // server is a destination: it serves a file of the size a request asks
@@ -72,11 +77,10 @@ func New(sc *scenario.Scenario, seed uint64) (*World, error) {
 	}
 	w := &World{
 		sc: sc, sim: s, rng: s.Stream("world"), m: report.NewMetrics(),
-		net:      simnet.NewNetwork(s, simnet.Config{Latency: lat, Jitter: sc.Network.Jitter, Loss: sc.Network.Loss}),
-		byID:     map[directory.RelayID]*Relay{},
-		byNode:   map[simnet.NodeID]*Relay{},
-		tampered: map[tamperKey]*tamperRecord{},
-		end:      simnet.Epoch.Add(sc.Duration.Duration),
+		net:    simnet.NewNetwork(s, simnet.Config{Latency: lat, Jitter: sc.Network.Jitter, Loss: sc.Network.Loss}),
+		byID:   map[directory.RelayID]*Relay{},
+		byNode: map[simnet.NodeID]*Relay{},
+		end:    simnet.Epoch.Add(sc.Duration.Duration),
 	}
 	w.m.Scenario, w.m.Seed = sc.Name, seed
 	w.m.VirtualSeconds = sc.Duration.Seconds()
@@ -116,6 +120,7 @@ func (w *World) Metrics() *report.Metrics {
 	dur := w.sim.Elapsed().Seconds()
 	w.m.RelayStats = w.m.RelayStats[:0]
 	w.m.Adversary.CircuitsThrough = 0
+	w.m.Adversary.NeverArrived = w.neverArrived()
 	for _, r := range w.relays {
 		if r.behaviour != "" {
 			w.m.Adversary.CircuitsThrough += r.circuits
