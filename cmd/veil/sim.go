@@ -37,11 +37,15 @@ func runSim(ctx context.Context, args []string) error {
 	load := fs.Float64("load", 1, "scale the users each web client stands for (its traffic) by this factor")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
+	vopr := fs.Int("vopr", 0, "run N randomized fault runs from --seed (default 1), checking invariants (docs/simulator.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *vopr > 0 {
+		return runVOPR(ctx, *vopr, max(*seed, 1), *quiet)
 	}
 	sc, err := scenario.Load(*name)
 	if err != nil {
@@ -141,6 +145,47 @@ func runSim(ctx context.Context, args []string) error {
 	}
 	if !w.Done() {
 		return fmt.Errorf("interrupted at virtual %s of %s; wrote what was simulated to %s", fmtClock(w.Sim().Elapsed()), fmtClock(sc.Duration.Duration), *out)
+	}
+	return nil
+}
+
+// runVOPR runs n VOPR seeds from first, one line per seed, and the
+// reproduction of every failing one.
+func runVOPR(ctx context.Context, n int, first uint64, quiet bool) error {
+	var failed []uint64
+	start := time.Now()
+	seed := first
+	for ; seed < first+uint64(n) && ctx.Err() == nil; seed++ {
+		t0 := time.Now()
+		r, err := world.RunVOPR(seed, world.NoBug)
+		if err != nil {
+			return fmt.Errorf("seed %d: %w", seed, err)
+		}
+		st := r.Stats
+		status := "ok"
+		if len(r.Violations) > 0 {
+			status = fmt.Sprintf("FAIL (%d violations)", len(r.Violations))
+			failed = append(failed, seed)
+		}
+		if !quiet || len(r.Violations) > 0 {
+			fmt.Printf("seed %d: %s: %s: %d circuits, %d fetches, %.1f MiB checked, %d detections, peak queue %d cells (%.1fs)\n",
+				seed, r.Gen.Summary(), status, st.Circuits, st.Fetches, float64(st.BytesChecked)/(1<<20), st.Detections, st.PeakCells,
+				time.Since(t0).Seconds())
+		}
+		for _, v := range r.Violations {
+			fmt.Printf("  %v\n", v)
+		}
+		if len(r.Violations) > 0 {
+			fmt.Printf("  reproduce: veil sim --vopr 1 --seed %d\n", seed)
+		}
+	}
+	ran := seed - first
+	fmt.Printf("%d seeds (%d..%d) in %.1fs: %d failed\n", ran, first, seed-1, time.Since(start).Seconds(), len(failed))
+	if len(failed) > 0 {
+		return fmt.Errorf("invariant violations in seeds %v", failed)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted after %d seeds", ran)
 	}
 	return nil
 }

@@ -124,7 +124,11 @@ func (c *Client) Cell(l *simnet.Link, cell *circuit.Cell) {
 		}
 	case circuit.CmdRelay:
 		circ.acts.Reset()
-		if err = circ.cc.HandleBackward(&cell.Payload, &circ.acts); err == nil {
+		err = circ.cc.HandleBackward(&cell.Payload, &circ.acts)
+		if v := c.w.vopr; v != nil {
+			v.clientCell(c, circ, err)
+		}
+		if err == nil {
 			if circ.used && !circ.answered {
 				circ.answered = true
 				if !circ.counted {
@@ -311,6 +315,9 @@ func (c *Client) apply(circ *ccirc) {
 			}{d.StreamID, 0})
 		}
 		used[i].n++
+		if v := c.w.vopr; v != nil {
+			v.checkData(f, d.Data)
+		}
 		c.received(f, len(d.Data))
 	}
 	for _, u := range used {

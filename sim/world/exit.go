@@ -13,7 +13,9 @@ import (
 // and its own, and it answers a request "GET <bytes>\n" with that many
 // bytes, all available one round trip after the request arrives (a fast
 // server; the exit's uplink and the circuit's congestion control limit
-// the transfer). The exit policy is the relay's real one.
+// the transfer). The exit policy is the relay's real one. In VOPR runs
+// the request is "GET <bytes> <key>\n" and the bytes are the key's
+// content (vopr.go), which the client checks.
 
 // maxRequest bounds the request line an exit stream buffers.
 const maxRequest = 64
@@ -28,6 +30,10 @@ type exitStream struct {
 	req       []byte
 	ready     bool // the response is available
 	remaining int  // response bytes not yet packaged
+	// size and key: a request "GET <size> <key>" (VOPR runs) is answered
+	// with the content of key (vopr.go) rather than zeros.
+	size int
+	key  uint64
 }
 
 func (p *relayProc) rtt(srv *server) time.Duration {
@@ -122,13 +128,18 @@ func (p *relayProc) streamData(e *rcirc, d circuit.StreamData) {
 		}
 		return
 	}
-	n, err := strconv.Atoi(string(bytes.TrimPrefix(s.req[:i], []byte("GET "))))
+	line := bytes.TrimPrefix(s.req[:i], []byte("GET "))
+	if sp := bytes.IndexByte(line, ' '); sp >= 0 {
+		s.key, _ = strconv.ParseUint(string(line[sp+1:]), 10, 64)
+		line = line[:sp]
+	}
+	n, err := strconv.Atoi(string(line))
 	if err != nil || n < 0 {
 		s.remaining = 0
 		p.r.w.sim.After(0, func() { p.endStream(e, s, circuit.EndMisc) })
 		return
 	}
-	s.remaining = n
+	s.remaining, s.size = n, n
 	p.r.w.sim.After(p.rtt(s.srv), func() {
 		if p.dead || e.dead {
 			return
@@ -163,7 +174,11 @@ func (p *relayProc) pump(e *rcirc) {
 		for s.remaining > 0 && e.rc.CanPackage(s.id) {
 			a := &p.r.w.scratch
 			a.Reset()
-			n, err := e.rc.PackageData(s.id, zeros[:min(s.remaining, len(zeros))], a)
+			data := zeros[:min(s.remaining, len(zeros))]
+			if v := p.r.w.vopr; v != nil && s.key != 0 {
+				data = v.content(s.srv, s.key, s.size-s.remaining, len(data))
+			}
+			n, err := e.rc.PackageData(s.id, data, a)
 			s.remaining -= n
 			if err != nil {
 				p.destroy(e, circuit.DestroyProtocol, nil)

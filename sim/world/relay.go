@@ -143,6 +143,9 @@ func sortedIDs(m map[uint32]circSide) []uint32 {
 
 func (p *relayProc) send(rl *rlink, c *circuit.Cell) {
 	if rl != nil {
+		if v := p.r.w.vopr; v != nil {
+			v.sent(p, rl, c)
+		}
 		rl.l.Send(p.r.node, c)
 	}
 }
@@ -178,8 +181,14 @@ func (p *relayProc) Cell(l *simnet.Link, c *circuit.Cell) {
 			p.r.integrityFail++
 		}
 		p.r.w.noteForward(e, p, err)
+		if v := p.r.w.vopr; v != nil && v.relayCell(p, e, true, err) {
+			return
+		}
 	case c.Cmd == circuit.CmdRelay:
 		err = e.rc.HandleBackward(&c.Payload, &e.acts)
+		if v := p.r.w.vopr; v != nil {
+			v.relayCell(p, e, false, err)
+		}
 	case c.Cmd == circuit.CmdCreated && !side.prev && !e.created:
 		e.created = true
 		e.timer.Stop()
@@ -246,6 +255,9 @@ func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, asm *circuit.Create
 	}
 	e := &rcirc{rc: rc, prev: rl, prevID: c.CircID}
 	rl.circs[c.CircID] = circSide{e: e, prev: true}
+	if v := p.r.w.vopr; v != nil {
+		v.created(p, rl, c.CircID, e)
+	}
 	p.r.circuits++
 	reply := circuit.Cell{CircID: c.CircID, Cmd: circuit.CmdCreated, Payload: *created}
 	p.handshakeDone(rl, &reply) // after the relay's CPU time (flood.go)

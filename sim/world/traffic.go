@@ -42,6 +42,8 @@ type fetch struct {
 	// iso is the session (user) the fetch belongs to: a circuit that
 	// carried one session's streams carries no other's (0: no isolation).
 	iso int
+	// key is the fetch's content key in a VOPR run (vopr.go; 0: none).
+	key uint64
 }
 
 // fetchTimeout bounds a fetch: 30 s plus the time to move it at 20 KiB/s.
@@ -84,6 +86,9 @@ func (w *World) addClients() {
 
 // begin starts the client's traffic model.
 func (c *Client) begin() {
+	if c.w.trafficStopped() {
+		return
+	}
 	c.maintain()
 	g := c.group
 	switch g.Model {
@@ -125,6 +130,9 @@ func (c *Client) begin() {
 // startFetch begins a fetch of size bytes for session iso; next runs
 // when it is over.
 func (c *Client) startFetch(label string, size, iso int, next func()) {
+	if c.w.trafficStopped() {
+		return
+	}
 	f := &fetch{c: c, label: label, size: size, started: c.now(), next: next, iso: iso,
 		server: c.w.servers[c.rand.IntN(len(c.w.servers))]}
 	c.w.m.Fetch(label).Started++
@@ -164,7 +172,11 @@ func (c *Client) attach(f *fetch) {
 // connected sends the request.
 func (c *Client) connected(circ *ccirc, f *fetch) {
 	circ.acts2.Reset()
-	req := []byte("GET " + strconv.Itoa(f.size) + "\n")
+	line := "GET " + strconv.Itoa(f.size)
+	if v := c.w.vopr; v != nil {
+		line += " " + strconv.FormatUint(v.fetchKey(f), 10)
+	}
+	req := []byte(line + "\n")
 	if _, err := circ.cc.PackageData(f.id, req, &circ.acts2); err != nil {
 		c.kill(circ, "protocol error", true)
 		return

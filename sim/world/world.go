@@ -53,6 +53,9 @@ type World struct {
 	// attack is the adversary's bookkeeping (adversary.go, flood.go);
 	// nil until first used.
 	attack *attackState
+	// vopr is the invariant checker of a VOPR run (vopr.go); nil
+	// otherwise.
+	vopr *vopr
 }
 
 // server is a destination: it serves a file of the size a request asks
