@@ -35,10 +35,7 @@ type clientCirc struct {
 	stable  bool      // every hop was chosen Stable (for long-lived ports)
 	built   time.Time // when the last hop was added; set before addCirc
 	dead    bool
-	// Path bias (guards.go): a stream request was sent on the circuit; a
-	// cell from the far end was accepted after it; the circuit's outcome
-	// was counted against its guard.
-	used, answered, counted bool
+	pathUse PathUse // path bias (pathuse.go)
 
 	// Guarded by Client.mu. A circuit is clean until its first stream
 	// claims it for that stream's isolation key; after that only streams
@@ -158,12 +155,8 @@ func (c *Client) handleCell(circ *clientCirc, cell *circuit.Cell, ready []*Strea
 		err = circ.cc.HandleBackward(&cell.Payload, &circ.acts)
 		if err == nil {
 			ready = c.applyBatched(circ, ready)
-			if circ.used && !circ.answered {
-				circ.answered = true
-				if !circ.counted {
-					circ.counted = true
-					defer c.notePath(circ, true)
-				}
+			if circ.pathUse.Answered() {
+				defer c.notePath(circ, true)
 			}
 		}
 	case circuit.CmdDestroy:
@@ -250,11 +243,8 @@ func (c *Client) kill(circ *clientCirc, sendDestroy bool) {
 		return
 	}
 	circ.dead = true
-	if hops := circ.cc.Hops(); !circ.counted && hops > 0 {
-		// Past the guard and not yet counted: built and unused is a
-		// success; dying during extension or used and unanswered is not.
-		circ.counted = true
-		defer c.notePath(circ, hops == len(circ.path) && !circ.used)
+	if count, ok := circ.pathUse.Closed(circ.cc.Hops(), len(circ.path)); count {
+		defer c.notePath(circ, ok)
 	}
 	// The streams' state is guarded by circ.mu: end them under it (their
 	// readers check it under circ.mu).

@@ -137,7 +137,7 @@ func (c *Client) openStream(ctx context.Context, circ *clientCirc, host string, 
 	}
 	s := newStream(c, circ, id)
 	circ.streams[id] = s
-	circ.used = true
+	circ.pathUse.StreamRequested()
 	c.apply(circ)
 	circ.mu.Unlock()
 	select {

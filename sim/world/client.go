@@ -67,15 +67,13 @@ type ccirc struct {
 	started time.Time
 	built   bool
 	dead    bool
-	dirty   time.Time // when the first stream was attached; zero: clean
-	// Path bias (client/guards.go): a stream request was sent; a cell from
-	// the far end was accepted after it; the outcome was counted.
-	used, answered, counted bool
-	iso                     int // the session whose streams it carries, once dirty
-	timer                   *simnet.Timer
-	acts                    circuit.ClientActions
-	acts2                   circuit.ClientActions // for calls made while acts is being applied
-	fetches                 []*fetch
+	dirty   time.Time      // when the first stream was attached; zero: clean
+	pathUse client.PathUse // path bias, as the real client keeps it
+	iso     int            // the session whose streams it carries, once dirty
+	timer   *simnet.Timer
+	acts    circuit.ClientActions
+	acts2   circuit.ClientActions // for calls made while acts is being applied
+	fetches []*fetch
 }
 
 func (c *Client) now() time.Time { return c.w.sim.Now() }
@@ -129,12 +127,8 @@ func (c *Client) Cell(l *simnet.Link, cell *circuit.Cell) {
 			v.clientCell(c, circ, err)
 		}
 		if err == nil {
-			if circ.used && !circ.answered {
-				circ.answered = true
-				if !circ.counted {
-					circ.counted = true
-					c.notePath(circ, true)
-				}
+			if circ.pathUse.Answered() {
+				c.notePath(circ, true)
 			}
 			c.apply(circ)
 		}
@@ -352,9 +346,8 @@ func (c *Client) kill(circ *ccirc, cause string, sendDestroy bool) {
 	}
 	circ.dead = true
 	circ.timer.Stop()
-	if hops := circ.cc.Hops(); !circ.counted && hops > 0 {
-		circ.counted = true
-		c.notePath(circ, hops == len(circ.path) && !circ.used)
+	if count, ok := circ.pathUse.Closed(circ.cc.Hops(), len(circ.path)); count {
+		c.notePath(circ, ok)
 	}
 	if !circ.built {
 		c.building--

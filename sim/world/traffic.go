@@ -155,7 +155,7 @@ func (c *Client) attach(f *fetch) {
 	}
 	circ.acts2.Reset()
 	id, err := circ.cc.OpenStream(f.server.name, uint16(c.group.Port), &circ.acts2)
-	circ.used = true
+	circ.pathUse.StreamRequested()
 	if err != nil {
 		c.fail(f, "stream: open")
 		return
