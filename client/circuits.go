@@ -382,13 +382,25 @@ func (c *Client) buildCircuit(ctx context.Context, port uint16) (*clientCirc, er
 		cell := circuit.Cell{CircID: circ.id, Cmd: circuit.CmdCreate, Payload: payloads[i]}
 		err = cl.link.Send(&cell)
 	}
+	// While the CREATE is on its way, start the later hops' handshakes:
+	// their key generation and KEM encapsulation then cost the build no
+	// round-trip time. A handshake that cannot start (a bad onion key)
+	// fails the build when its hop's turn comes, as Extend would.
+	prepared := make([]*circuit.PreparedHop, len(path))
+	prepErrs := make([]error, len(path))
+	for i := 1; i < len(path) && err == nil; i++ {
+		prepared[i], prepErrs[i] = circuit.PrepareHop(c.cfg.Rand, HopSpec(path[i]), i+1)
+	}
 	if err == nil {
 		err = circ.wait(bctx)
 	}
 	for i := 1; i < len(path) && err == nil; i++ {
+		if err = prepErrs[i]; err != nil {
+			break
+		}
 		circ.mu.Lock()
 		circ.acts.Reset()
-		err = circ.cc.Extend(c.cfg.Rand, HopSpec(path[i]), &circ.acts)
+		err = circ.cc.ExtendPrepared(prepared[i], &circ.acts)
 		if err == nil {
 			c.apply(circ)
 		}
