@@ -62,13 +62,33 @@ type RelayMem struct {
 	PeakMiB float64 `json:"peak_rss_MiB"`
 }
 
-// MemDelta is the relays' resident memory growth over Count circuits
-// (or streams) counted at the relays themselves.
+// MemDelta is the relays' memory growth over Count circuits (or streams)
+// counted at the relays themselves: resident memory, and the Go heap and
+// stacks in use. RSS is what the operator pays, but it does not grow
+// when the relay reuses heap an earlier phase freed; heap and stacks in
+// use do (they include garbage not yet collected, little here: the data
+// path allocates nothing).
 type MemDelta struct {
-	Opened   int     `json:"opened"`
-	Count    float64 `json:"count_at_relays"`
-	DeltaKiB float64 `json:"rss_delta_KiB"`
-	PerKiB   float64 `json:"KiB_each"`
+	Opened       int     `json:"opened"`
+	Count        float64 `json:"count_at_relays"`
+	DeltaKiB     float64 `json:"rss_delta_KiB"`
+	PerKiB       float64 `json:"KiB_each"`
+	HeapDeltaKiB float64 `json:"heap_stack_delta_KiB"`
+	HeapPerKiB   float64 `json:"heap_stack_KiB_each"`
+}
+
+// newMemDelta divides the growth from a to b among the relays' counts.
+func newMemDelta(opened int, a, b relaySnap, count func(relayMetrics) float64) MemDelta {
+	d := MemDelta{Opened: opened}
+	for i := range a.proc {
+		d.DeltaKiB += float64(b.proc[i].RSSKiB - a.proc[i].RSSKiB)
+		d.HeapDeltaKiB += (b.met[i].HeapInuse + b.met[i].StackInuse - a.met[i].HeapInuse - a.met[i].StackInuse) / 1024
+		d.Count += count(b.met[i]) - count(a.met[i])
+	}
+	if d.Count > 0 {
+		d.PerKiB, d.HeapPerKiB = d.DeltaKiB/d.Count, d.HeapDeltaKiB/d.Count
+	}
+	return d
 }
 
 type measurer struct {
@@ -363,16 +383,6 @@ func (m *measurer) parallel(ctx context.Context) error {
 	return nil
 }
 
-// memDelta returns the relays' summed RSS growth from a to b and the
-// summed growth of count.
-func memDelta(a, b relaySnap, count func(relayMetrics) float64) (kib, n float64) {
-	for i := range a.proc {
-		kib += float64(b.proc[i].RSSKiB - a.proc[i].RSSKiB)
-		n += count(b.met[i]) - count(a.met[i])
-	}
-	return kib, n
-}
-
 // idleCircuits opens IdleCircuits circuits (one stream each, closed at
 // once) from clients of at most 200 circuits each (client.MaxCircuits is
 // 256) and charges the relays' RSS growth to the circuits they count. The
@@ -410,12 +420,10 @@ func (m *measurer) idleCircuits(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kib, n := memDelta(before, after, func(x relayMetrics) float64 { return x.Circuits })
-	m.v.IdleCircuits = MemDelta{Opened: m.cfg.IdleCircuits, Count: n, DeltaKiB: kib}
-	if n > 0 {
-		m.v.IdleCircuits.PerKiB = kib / n
-	}
-	m.progress("idle circuits: %.0f circuit hops at the relays, RSS +%.0f KiB, %.2f KiB each", n, kib, m.v.IdleCircuits.PerKiB)
+	d := newMemDelta(m.cfg.IdleCircuits, before, after, func(x relayMetrics) float64 { return x.Circuits })
+	m.v.IdleCircuits = d
+	m.progress("idle circuits: %.0f circuit hops at the relays, RSS +%.0f KiB (%.2f KiB each), heap and stacks +%.0f KiB (%.2f KiB each)",
+		d.Count, d.DeltaKiB, d.PerKiB, d.HeapDeltaKiB, d.HeapPerKiB)
 	return nil
 }
 
@@ -454,12 +462,10 @@ func (m *measurer) openStreams(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kib, n := memDelta(before, after, func(x relayMetrics) float64 { return x.ExitStreams })
-	m.v.OpenStreams = MemDelta{Opened: m.cfg.OpenStreams, Count: n, DeltaKiB: kib}
-	if n > 0 {
-		m.v.OpenStreams.PerKiB = kib / n
-	}
-	m.progress("open streams: %.0f at the exits, RSS +%.0f KiB, %.2f KiB each", n, kib, m.v.OpenStreams.PerKiB)
+	sd := newMemDelta(m.cfg.OpenStreams, before, after, func(x relayMetrics) float64 { return x.ExitStreams })
+	m.v.OpenStreams = sd
+	m.progress("open streams: %.0f at the exits, RSS +%.0f KiB (%.2f KiB each), heap and stacks +%.0f KiB (%.2f KiB each)",
+		sd.Count, sd.DeltaKiB, sd.PerKiB, sd.HeapDeltaKiB, sd.HeapPerKiB)
 	return nil
 }
 

@@ -151,6 +151,10 @@ type relayMetrics struct {
 	ExitFromTarget float64 `json:"exit_from_target_bytes"`
 	Circuits       float64 `json:"circuits"`
 	ExitStreams    float64 `json:"exit_streams"`
+	// The Go runtime's heap spans and goroutine stacks in use: unlike
+	// RSS, they grow when freed heap is reused.
+	HeapInuse  float64 `json:"heap_inuse_bytes"`
+	StackInuse float64 `json:"stack_inuse_bytes"`
 }
 
 // scrapeMetrics reads a relay's Prometheus text endpoint at addr.
@@ -194,6 +198,10 @@ func parseMetrics(b []byte) relayMetrics {
 			m.Circuits = v
 		case "veil_relay_exit_streams":
 			m.ExitStreams = v
+		case "go_memstats_heap_inuse_bytes":
+			m.HeapInuse = v
+		case "go_memstats_stack_inuse_bytes":
+			m.StackInuse = v
 		}
 	}
 	return m
