@@ -231,10 +231,11 @@ func TestChainThroughput(t *testing.T) {
 	var hops []circuit.HopSpec
 	for i := range 3 {
 		var env []string
-		if prof := os.Getenv("VEIL_CHAIN_CPUPROFILE"); prof != "" { // the middle relay's CPU profile
-			if i == 1 {
-				env = append(env, "VEIL_LOAD_CPUPROFILE="+prof)
-			}
+		if prof := os.Getenv("VEIL_CHAIN_CPUPROFILE"); prof != "" { // PREFIX.guard, .middle, .exit
+			env = append(env, "VEIL_LOAD_CPUPROFILE="+prof+"."+[]string{"guard", "middle", "exit"}[i])
+		}
+		if n := os.Getenv("VEIL_CHAIN_GOMAXPROCS"); n != "" { // the relays' only
+			env = append(env, "GOMAXPROCS="+n)
 		}
 		p := startRelayProcess(t, fmt.Sprintf("127.%d.0.1:0", 101+i), env...)
 		procs, hops = append(procs, p), append(hops, p.spec)
@@ -262,8 +263,9 @@ func TestChainThroughput(t *testing.T) {
 		line := fmt.Sprintf("run %d: %d MiB in %v (circuit build included): %.1f MB/s; relay CPU ms per relayed MiB:", run, size>>20,
 			took.Round(time.Millisecond), float64(size)/took.Seconds()/1e6)
 		for i, p := range procs {
-			cpu := p.stats().CPU - before[i].CPU
-			line += fmt.Sprintf(" %.2f", cpu*1000/float64(size>>20))
+			s := p.stats()
+			cpu, sys := s.CPU-before[i].CPU, s.SysCPU-before[i].SysCPU
+			line += fmt.Sprintf(" %.2f (%.0f%% system)", cpu*1000/float64(size>>20), 100*sys/cpu)
 		}
 		t.Log(line)
 		c.link.Close()

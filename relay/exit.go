@@ -315,6 +315,7 @@ func (s *exitStream) readLoop() {
 	buf := make([]byte, exitReadBuf)
 	reason := circuit.EndDone
 	var acts circuit.RelayActions // this goroutine's scratch for the circuit's actions
+	var w waker                   // the link the cells go to, written after e.mu is released
 	for {
 		if n := len(buf); n < exitReadBufMax && s.fullReads >= 4 {
 			buf, s.fullReads = make([]byte, min(4*n, exitReadBufMax)), 0
@@ -337,8 +338,9 @@ func (s *exitStream) readLoop() {
 			}
 			acts.Reset()
 			m, perr := e.rc.PackageData(s.id, buf[off:n], &acts)
-			s.r.apply(e, &acts)
+			s.r.applyBatched(e, &acts, &w)
 			e.mu.Unlock()
+			w.flush()
 			if perr != nil {
 				s.close()
 				return

@@ -47,6 +47,7 @@ type childStats struct {
 	Goroutines int
 	RSS        uint64  // bytes
 	CPU        float64 // seconds, user + system
+	SysCPU     float64 // seconds, system only
 	Circuits   int
 	Queued     int64
 }
@@ -90,7 +91,7 @@ func TestLoadRelayChild(t *testing.T) {
 		var ru syscall.Rusage
 		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		s := childStats{HeapInuse: ms.HeapInuse, Goroutines: runtime.NumGoroutine(), RSS: rss(),
-			CPU: float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9, Circuits: r.circuitCount(), Queued: r.queued.Load()}
+			CPU: float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9, SysCPU: float64(ru.Stime.Nano()) / 1e9, Circuits: r.circuitCount(), Queued: r.queued.Load()}
 		json.NewEncoder(w).Encode(s)
 	})
 	mux.HandleFunc("/heap", func(w http.ResponseWriter, _ *http.Request) {

@@ -13,19 +13,31 @@ import (
 	"github.com/veilnet/veil/relay/metrics"
 )
 
-// The outbound side of a link. A link reader never writes to a link: it
-// appends the cells a circuit produced to that circuit's queue for the
-// destination link and goes on; at the end of each batch of cells it read
-// (one read from its socket) it wakes the writers it gave cells to, once
-// each (a waker). Each link has one writer goroutine (linkSched.run) that
-// takes one cell from each circuit with cells waiting in turn (round
-// robin, so circuits share a link fairly), encoding them straight into a
-// linkio.Batch of up to two full frames, waits for bandwidth tokens, and
-// seals and writes the batch itself (linkio.Conn.WriteBatch): one hand-off
-// between goroutines per hop, and one write per 254 cells when the
-// traffic is there. A slow peer stalls only that link's writer; its
-// circuits' queues grow up to maxCircQueue, beyond which the circuit is
-// destroyed, and all queued bytes count against the relay's memory cap.
+// The outbound side of a link. A link reader appends the cells a circuit
+// produced to that circuit's queue for the destination link and goes on;
+// at the end of each batch of cells it read (one read from its socket) it
+// turns to each link it gave cells to, once (a waker), and writes one
+// batch of that link's queued cells itself if it can do so without
+// waiting (writeInline): no other writer busy, bandwidth tokens at hand,
+// no unwritten bytes before them, and a socket that takes them
+// (linkio.Conn.TryWriteBatch). Otherwise, and for whatever is left, it
+// wakes the link's writer goroutine (linkSched.run), which may wait for
+// tokens and for the peer. At a moderate rate this saves a hand-off
+// between goroutines (and between threads) per batch, about a quarter of
+// a relay's CPU per relayed byte here (docs/benchmarks.md); under full
+// load the writer goroutine is mostly busy, readers only queue, and
+// reading and writing stay on separate cores.
+//
+// Whoever writes holds the link's writer token (busy): it takes one cell
+// from each circuit with cells waiting in turn (round robin, so circuits
+// share a link fairly), encoding them straight into a linkio.Batch of up
+// to two full frames, and seals and writes the batch itself: one write
+// per 254 cells when the traffic is there. Releasing the token wakes the
+// writer goroutine if cells or unwritten bytes remain, so no cell waits
+// for a wake-up that never comes. A slow peer stalls only that link's
+// writer goroutine; its circuits' queues grow up to maxCircQueue, beyond
+// which the circuit is destroyed, and all queued bytes count against the
+// relay's memory cap.
 
 // Queue limits.
 const (
@@ -138,7 +150,10 @@ type linkSched struct {
 	// ring holds the queues with cells, in turn: ring[ringHead:].
 	ring     []*cellQueue
 	ringHead int
-	kick     chan struct{}
+	// busy is the writer token: someone (the writer goroutine or a
+	// reader in writeInline) is taking and writing cells. Guarded by mu.
+	busy bool
+	kick chan struct{}
 }
 
 func newLinkSched(r *Relay, link *linkio.Conn) *linkSched {
@@ -168,10 +183,11 @@ func (w *waker) add(s *linkSched) {
 	w.scheds = append(w.scheds, s)
 }
 
-// flush wakes every writer collected since the last flush.
+// flush writes to (or wakes the writer of) every link collected since the
+// last flush.
 func (w *waker) flush() {
 	for i, s := range w.scheds {
-		s.wake()
+		s.writeInline()
 		w.scheds[i] = nil
 	}
 	w.scheds = w.scheds[:0]
@@ -314,35 +330,110 @@ func (s *linkSched) take(out []circuit.Cell) []circuit.Cell {
 	return out
 }
 
-// run writes queued cells until the link closes.
+// acquire takes the writer token if it is free.
+func (s *linkSched) acquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy {
+		return false
+	}
+	s.busy = true
+	return true
+}
+
+// release gives the writer token back and wakes the writer goroutine if
+// cells or unwritten bytes remain: pushes that came while the token was
+// held woke nobody who could write.
+func (s *linkSched) release() {
+	s.mu.Lock()
+	s.busy = false
+	pending := len(s.ctrl) > 0 || s.ringHead < len(s.ring)
+	s.mu.Unlock()
+	if pending || (s.link != nil && s.link.HasTail()) {
+		s.wake()
+	}
+}
+
+// takeBatch fills b with up to writeBatch cells (takeFunc's order).
+func (s *linkSched) takeBatch(b *linkio.Batch) int {
+	return s.takeFunc(writeBatch, func(c *circuit.Cell) { b.Add(c) })
+}
+
+// wrote counts n cells written.
+func (s *linkSched) wrote(n int) {
+	s.r.metrics.CellsWritten.Add(float64(n))
+	s.r.metrics.BytesWritten.Add(float64(n * circuit.CellSize))
+}
+
+// writeInline writes one batch of the link's queued cells from the
+// calling goroutine if that needs no waiting (see the top of this file),
+// and leaves the rest to the writer goroutine.
+func (s *linkSched) writeInline() {
+	if s.link == nil { // a scheduler without a link (tests)
+		s.wake()
+		return
+	}
+	if !s.acquire() {
+		return // the token holder takes these cells or wakes the writer
+	}
+	defer s.release()
+	if s.link.HasTail() || !s.r.bw.ready(writeBatch*circuit.CellSize) {
+		return // release wakes the writer goroutine, which may wait
+	}
+	b := batchPool.Get().(*linkio.Batch)
+	defer batchPool.Put(b)
+	n := s.takeBatch(b)
+	if n == 0 {
+		return
+	}
+	s.r.bw.take(n * circuit.CellSize)
+	if _, err := s.link.TryWriteBatch(b); err != nil {
+		return // the link is closed; its writer goroutine discards the rest
+	}
+	s.wrote(n) // written or kept by the link, which writes them first
+}
+
+// run is the link's writer goroutine: woken, it writes queued cells until
+// none are left (waiting for bandwidth tokens and for the peer as
+// needed), until the link closes.
 func (s *linkSched) run() {
-	var b *linkio.Batch
-	m := s.r.metrics
-	add := func(c *circuit.Cell) { b.Add(c) }
 	for {
-		if b == nil {
-			b = batchPool.Get().(*linkio.Batch)
-		}
-		n := s.takeFunc(writeBatch, add)
-		if n == 0 {
-			batchPool.Put(b) // an idle link holds no write buffer
-			b = nil
-			select {
-			case <-s.kick:
-				continue
-			case <-s.done:
-				s.discard()
-				return
-			}
-		}
-		if !s.r.bw.wait(s.done, n*circuit.CellSize) || s.link.WriteBatch(b) != nil {
-			b.Reset()
-			batchPool.Put(b)
+		select {
+		case <-s.kick:
+		case <-s.done:
 			s.discard()
 			return
 		}
-		m.CellsWritten.Add(float64(n))
-		m.BytesWritten.Add(float64(n * circuit.CellSize))
+		if !s.writeAll() {
+			s.discard()
+			return
+		}
+	}
+}
+
+// writeAll writes whatever is queued, and what TryWriteBatch left, unless
+// another writer holds the token (which then wakes us if it leaves
+// anything). It reports false when the link failed.
+func (s *linkSched) writeAll() bool {
+	if !s.acquire() {
+		return true
+	}
+	defer s.release()
+	if s.link.HasTail() && s.link.FlushTail() != nil {
+		return false
+	}
+	b := batchPool.Get().(*linkio.Batch)
+	defer batchPool.Put(b) // an idle link holds no write buffer
+	for {
+		n := s.takeBatch(b)
+		if n == 0 {
+			return true
+		}
+		if !s.r.bw.wait(s.done, n*circuit.CellSize) || s.link.WriteBatch(b) != nil {
+			b.Reset()
+			return false
+		}
+		s.wrote(n)
 	}
 }
 
@@ -386,6 +477,22 @@ func (b *bandwidth) set(ratePerSec, burst int64) {
 		return
 	}
 	b.lim.Store(rate.NewLimiter(rate.Limit(ratePerSec), int(burst)))
+}
+
+// ready reports whether n bytes' tokens (at most the burst) are in the
+// bucket now.
+func (b *bandwidth) ready(n int) bool {
+	l := b.lim.Load()
+	return l == nil || l.TokensAt(b.now()) >= float64(min(n, l.Burst()))
+}
+
+// take takes n tokens without waiting, after ready. If another writer took
+// tokens in between, the bucket goes into debt by less than a batch, which
+// later writers wait off: the rate holds over time.
+func (b *bandwidth) take(n int) {
+	if l := b.lim.Load(); l != nil {
+		l.ReserveN(b.now(), min(n, l.Burst()))
+	}
 }
 
 // wait takes n tokens, sleeping if the bucket is short, and reports false

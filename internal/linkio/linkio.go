@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/veilnet/veil/circuit"
@@ -61,8 +62,16 @@ type Conn struct {
 	initiator  bool
 
 	// wmu serializes writers: it guards send (whose frame counter
-	// must follow the order of bytes on the wire) and nc's writes.
+	// must follow the order of bytes on the wire), nc's writes and tail.
 	wmu sync.Mutex
+	// raw writes to nc's socket without waiting, when nc has one (TCP):
+	// TryWriteBatch uses it (write.go).
+	raw *rawWriter
+	// tail holds sealed bytes that a TryWriteBatch could not write at
+	// once; they go out first on the next WriteBatch or FlushTail.
+	// tailLen mirrors len(tail) for HasTail's lock-free read.
+	tail    *[]byte // from tailPool; nil when empty
+	tailLen atomic.Int64
 
 	// The queue and writer goroutine behind Send start on first use: a
 	// relay writes through WriteBatch from its own scheduler and never
@@ -170,6 +179,7 @@ func start(nc net.Conn, keys *circuit.LinkKeys, initiator bool) (*Conn, error) {
 	}
 	nc.SetDeadline(time.Time{})
 	c := &Conn{nc: nc, send: send, recv: recv, peerStatic: keys.PeerStatic, initiator: initiator, closed: make(chan struct{})}
+	c.raw = newRawWriter(nc)
 	return c, nil
 }
 

@@ -1,6 +1,7 @@
 package linkio
 
 import (
+	"sync"
 	"time"
 
 	"github.com/veilnet/veil/circuit"
@@ -66,13 +67,11 @@ func (b *Batch) Add(c *circuit.Cell) bool {
 
 // WriteBatch seals b's frames in place and writes them in one call, then
 // empties b. It is safe to call from several goroutines (and alongside
-// Send); each call's frames stay together on the wire. A peer that does
-// not take the bytes within StalledWrite loses the link; any write error
-// closes the link.
+// Send and TryWriteBatch); each call's frames stay together on the wire,
+// after anything a TryWriteBatch left. A peer that does not take the
+// bytes within StalledWrite loses the link; any write error closes the
+// link. An empty b writes only what a TryWriteBatch left.
 func (c *Conn) WriteBatch(b *Batch) error {
-	if b.cells == 0 {
-		return nil
-	}
 	defer b.Reset()
 	select {
 	case <-c.closed:
@@ -81,19 +80,112 @@ func (c *Conn) WriteBatch(b *Batch) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if err := c.flushTailLocked(); err != nil {
+		return err
+	}
+	if b.cells == 0 {
+		return nil
+	}
+	buf, err := c.sealBatch(b)
+	if err != nil {
+		return err
+	}
+	return c.writeLocked(buf)
+}
+
+// TryWriteBatch is WriteBatch for a caller that must never wait (a relay's
+// link reader writing another link's cells itself, relay/sched.go): it
+// seals b's frames and writes what the socket takes at once, then empties
+// b. Whatever the socket did not take stays in the Conn, in order, and
+// complete is false: a goroutine that may wait must then call WriteBatch
+// (or FlushTail) to write it. Nothing else is written before it. A
+// connection without a file descriptor (net.Pipe in tests) keeps all of
+// it. Errors close the link, as WriteBatch's do.
+func (c *Conn) TryWriteBatch(b *Batch) (complete bool, err error) {
+	defer b.Reset()
+	select {
+	case <-c.closed:
+		return false, ErrClosed
+	default:
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if b.cells == 0 {
+		return c.tail == nil, nil
+	}
+	buf, err := c.sealBatch(b)
+	if err != nil {
+		return false, err
+	}
+	n := 0
+	if c.tail == nil && c.raw != nil {
+		n, err = c.raw.writeNow(buf)
+		if err != nil {
+			c.Close()
+			return false, err
+		}
+	}
+	if n == len(buf) {
+		return true, nil
+	}
+	if c.tail == nil {
+		c.tail = tailPool.Get().(*[]byte)
+	}
+	*c.tail = append(*c.tail, buf[n:]...)
+	c.tailLen.Store(int64(len(*c.tail)))
+	return false, nil
+}
+
+// HasTail reports whether a TryWriteBatch left bytes for WriteBatch or
+// FlushTail.
+func (c *Conn) HasTail() bool { return c.tailLen.Load() > 0 }
+
+// FlushTail writes what TryWriteBatch left, waiting as WriteBatch does.
+func (c *Conn) FlushTail() error { return c.WriteBatch(&Batch{}) }
+
+// tailPool holds the buffers of unwritten tails: a link holds one only
+// while its peer is slower than its writers.
+var tailPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, BatchFrames*circuit.MaxFramedSize)
+	return &b
+}}
+
+// sealBatch seals b's frames in place and returns the bytes to write.
+// c.wmu is held; an error closes the link.
+func (c *Conn) sealBatch(b *Batch) ([]byte, error) {
 	end := 0
 	for left, f := b.cells, 0; left > 0; f++ {
 		n := min(left, circuit.MaxCellsPerFrame)
 		frame, err := c.send.SealFrame(b.buf[f*circuit.MaxFramedSize:(f+1)*circuit.MaxFramedSize], n*circuit.CellSize)
 		if err != nil {
 			c.Close()
-			return err
+			return nil, err
 		}
 		end = f*circuit.MaxFramedSize + len(frame)
 		left -= n
 	}
+	return b.buf[:end], nil
+}
+
+// flushTailLocked writes what TryWriteBatch left. c.wmu is held.
+func (c *Conn) flushTailLocked() error {
+	if c.tail == nil {
+		return nil
+	}
+	t := c.tail
+	c.tail = nil
+	c.tailLen.Store(0)
+	err := c.writeLocked(*t)
+	*t = (*t)[:0]
+	tailPool.Put(t)
+	return err
+}
+
+// writeLocked writes buf, waiting up to StalledWrite. c.wmu is held; an
+// error closes the link.
+func (c *Conn) writeLocked(buf []byte) error {
 	c.nc.SetWriteDeadline(time.Now().Add(stallTimeout))
-	if _, err := c.nc.Write(b.buf[:end]); err != nil {
+	if _, err := c.nc.Write(buf); err != nil {
 		c.Close()
 		if isTimeout(err) {
 			return ErrStalled
