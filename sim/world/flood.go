@@ -127,6 +127,23 @@ func (p *relayProc) createGate(rl *rlink, c *circuit.Cell) bool {
 	return true
 }
 
+// forgetRefused drops what createGate keeps about refused CREATEs on rl,
+// which has closed: their continuations will never come.
+func (p *relayProc) forgetRefused(rl *rlink) {
+	if p.r.w.attack == nil {
+		return
+	}
+	ps := p.r.w.attack.procs[p]
+	if ps == nil {
+		return
+	}
+	for k := range ps.refused {
+		if k.link == rl.l.ID {
+			delete(ps.refused, k)
+		}
+	}
+}
+
 // handshakeDone sends reply, the CREATED of a handshake just answered on
 // rl, once the relay's CPU has done the handshake.
 func (p *relayProc) handshakeDone(rl *rlink, reply *circuit.Cell) {

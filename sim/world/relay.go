@@ -10,6 +10,7 @@ import (
 	"github.com/veilnet/veil/crypto"
 	"github.com/veilnet/veil/directory"
 	"github.com/veilnet/veil/directory/dirtest"
+	"github.com/veilnet/veil/relay"
 	"github.com/veilnet/veil/sim/simnet"
 )
 
@@ -21,7 +22,8 @@ import (
 // the other link, EXTEND opening (or reusing) a link to the next relay
 // and sending CREATE, BEGIN reaching a simulated server (exit.go). The
 // limits are relay's: MaxPendingCreates, MaxCircuitsPerLink,
-// ExtendTimeout.
+// ExtendTimeout, and CreateTimeout for a CREATE still arriving in
+// fragments (expireCreates).
 
 // Limits copied from package relay (keep in step; see the report's
 // "refactor" notes).
@@ -70,8 +72,19 @@ type rlink struct {
 	initiator bool
 	peer      *Relay // nil if the peer is a client
 	circs     map[uint32]circSide
-	pending   map[uint32]*circuit.CreateAssembler
-	nextID    uint32
+	pending   map[uint32]*pendingCreate
+	// createTimer drops the pending CREATEs that have waited
+	// relay.CreateTimeout; it is set while the link is open and pending
+	// is not empty.
+	createTimer *simnet.Timer
+	nextID      uint32
+}
+
+// pendingCreate is a CREATE still arriving in fragments (relay's
+// pendingCreate).
+type pendingCreate struct {
+	asm     *circuit.CreateAssembler
+	started time.Time
 }
 
 type circSide struct {
@@ -113,12 +126,13 @@ func (p *relayProc) Accepted(l *simnet.Link) {
 
 func (p *relayProc) newLink(l *simnet.Link, side int, peer *Relay) *rlink {
 	rl := &rlink{l: l, side: side, initiator: side == 0, peer: peer,
-		circs: map[uint32]circSide{}, pending: map[uint32]*circuit.CreateAssembler{}}
+		circs: map[uint32]circSide{}, pending: map[uint32]*pendingCreate{}}
 	l.State[side] = rl
 	return rl
 }
 
-// Closed destroys every circuit that used the link.
+// Closed destroys every circuit that used the link and forgets its
+// half-received CREATEs.
 func (p *relayProc) Closed(l *simnet.Link) {
 	rl, _ := l.State[l.Side(p.r.node)].(*rlink)
 	if rl == nil {
@@ -127,6 +141,10 @@ func (p *relayProc) Closed(l *simnet.Link) {
 	if rl.peer != nil && p.links[rl.peer.node.ID] == rl {
 		delete(p.links, rl.peer.node.ID)
 	}
+	clear(rl.pending)
+	rl.createTimer.Stop()
+	rl.createTimer = nil
+	p.forgetRefused(rl)
 	for _, id := range sortedIDs(rl.circs) {
 		p.destroy(rl.circs[id].e, circuit.DestroyConnectFailed, rl)
 	}
@@ -159,8 +177,8 @@ func (p *relayProc) Cell(l *simnet.Link, c *circuit.Cell) {
 	if c.Cmd == circuit.CmdCreate && p.createGate(rl, c) {
 		return // refused or dropped by the CREATE limits (flood.go)
 	}
-	if asm := rl.pending[c.CircID]; c.Cmd == circuit.CmdCreate || asm != nil {
-		p.handleCreate(rl, c, asm)
+	if pc := rl.pending[c.CircID]; c.Cmd == circuit.CmdCreate || pc != nil {
+		p.handleCreate(rl, c, pc)
 		return
 	}
 	side, ok := rl.circs[c.CircID]
@@ -204,16 +222,16 @@ func (p *relayProc) Cell(l *simnet.Link, c *circuit.Cell) {
 }
 
 // handleCreate collects a CREATE and answers it (relay.handleCreate).
-func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, asm *circuit.CreateAssembler) {
+func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, pc *pendingCreate) {
 	var (
 		done bool
 		err  error
 	)
-	if asm != nil {
+	if pc != nil {
 		if c.Cmd != circuit.CmdCreate {
 			err = circuit.ErrProtocol
 		} else {
-			done, err = asm.Add(&c.Payload)
+			done, err = pc.asm.Add(&c.Payload)
 		}
 	} else {
 		// The side that opened the link picks IDs with the high bit set.
@@ -232,12 +250,14 @@ func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, asm *circuit.Create
 			p.send(rl, &d)
 			return
 		}
-		asm, done, err = circuit.StartCreate(&c.Payload)
+		pc = &pendingCreate{started: p.r.w.sim.Now()}
+		pc.asm, done, err = circuit.StartCreate(&c.Payload)
 	}
 	if err != nil || done {
 		delete(rl.pending, c.CircID)
 	} else {
-		rl.pending[c.CircID] = asm
+		rl.pending[c.CircID] = pc
+		p.armCreateTimer(rl)
 	}
 	if err == nil && !done {
 		return
@@ -245,7 +265,7 @@ func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, asm *circuit.Create
 	var rc *circuit.RelayCircuit
 	var created *[circuit.PayloadSize]byte
 	if err == nil {
-		ht, hdata := asm.Message()
+		ht, hdata := pc.asm.Message()
 		rc, created, err = circuit.AcceptCreate(p.r.rand, p.r.w.sim.Now, p.r.id, p.keys, ht, hdata)
 	}
 	if err != nil {
@@ -261,6 +281,49 @@ func (p *relayProc) handleCreate(rl *rlink, c *circuit.Cell, asm *circuit.Create
 	p.r.circuits++
 	reply := circuit.Cell{CircID: c.CircID, Cmd: circuit.CmdCreated, Payload: *created}
 	p.handshakeDone(rl, &reply) // after the relay's CPU time (flood.go)
+}
+
+// armCreateTimer sets rl's CREATE timer, if it is not set and rl has
+// pending CREATEs, for when the oldest of them has waited
+// relay.CreateTimeout.
+func (p *relayProc) armCreateTimer(rl *rlink) {
+	if rl.createTimer != nil || len(rl.pending) == 0 {
+		return
+	}
+	var oldest time.Time
+	for _, pc := range rl.pending {
+		if oldest.IsZero() || pc.started.Before(oldest) {
+			oldest = pc.started
+		}
+	}
+	rl.createTimer = p.r.w.sim.At(oldest.Add(relay.CreateTimeout), func() { p.expireCreates(rl) })
+}
+
+// expireCreates drops rl's CREATEs that have waited relay.CreateTimeout
+// for their last fragment, so that a peer sending only first fragments
+// cannot hold the link's maxPendingCreates slots for ever. It does what
+// relay.handleCreate does with them: it forgets them silently, with no
+// DESTROY and no refusal counted (the relay counts a failed handshake,
+// which the simulator's metrics do not have); a late fragment is then
+// read as the first cell of a new CREATE, as there. The relay looks at
+// the ages when the next CREATE arrives on the link, which is when a slot
+// matters, so dropping at the deadline frees a slot no later than the
+// relay would. No CPU or flood state (flood.go) belongs to a pending
+// CREATE: a handshake is queued for the CPU only once its CREATE is
+// complete, and the CREATE rate limit's token is spent at the first cell
+// in both.
+func (p *relayProc) expireCreates(rl *rlink) {
+	rl.createTimer = nil
+	if p.dead || rl.l.Closed() {
+		return
+	}
+	now := p.r.w.sim.Now()
+	for id, pc := range rl.pending {
+		if now.Sub(pc.started) >= relay.CreateTimeout {
+			delete(rl.pending, id)
+		}
+	}
+	p.armCreateTimer(rl)
 }
 
 // apply carries out e.acts (relay.apply).
