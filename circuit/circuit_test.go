@@ -73,27 +73,40 @@ func buildChain(t testing.TB, n int) *chain {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ch.acceptFirst(payloads)
+	for i := 1; i < n; i++ {
+		ch.extend(i, func() error { return ch.client.Extend(rand.Reader, ch.relays[i].spec, &ch.ca) })
+	}
+	return ch
+}
+
+// acceptFirst has the first relay answer the client's CREATE payloads.
+func (ch *chain) acceptFirst(payloads [][PayloadSize]byte) {
+	ch.t.Helper()
 	rc, created, err := ch.relays[0].accept(payloads)
 	if err != nil {
-		t.Fatal(err)
+		ch.t.Fatal(err)
 	}
 	ch.rcs = append(ch.rcs, rc)
 	if err := ch.client.HandleCreated(created); err != nil {
-		t.Fatal(err)
+		ch.t.Fatal(err)
 	}
-	for i := 1; i < n; i++ {
-		ch.ca.Reset()
-		if err := ch.client.Extend(rand.Reader, ch.relays[i].spec, &ch.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := ch.sendForward(); err != nil {
-			t.Fatalf("extend to hop %d: %v", i+1, err)
-		}
-		if !ch.ca.Extended {
-			t.Fatalf("hop %d not extended", i+1)
-		}
+}
+
+// extend adds hop i+1 (0-based i): start asks the client to extend, and
+// the chain carries the EXTEND and the answer.
+func (ch *chain) extend(i int, start func() error) {
+	ch.t.Helper()
+	ch.ca.Reset()
+	if err := start(); err != nil {
+		ch.t.Fatal(err)
 	}
-	return ch
+	if err := ch.sendForward(); err != nil {
+		ch.t.Fatalf("extend to hop %d: %v", i+1, err)
+	}
+	if !ch.ca.Extended {
+		ch.t.Fatalf("hop %d not extended", i+1)
+	}
 }
 
 // sendForward delivers the client's pending cells along the chain and

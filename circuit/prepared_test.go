@@ -29,14 +29,7 @@ func TestPreparedHops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, created, err := ch.relays[0].accept(payloads)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch.rcs = append(ch.rcs, rc)
-	if err := ch.client.HandleCreated(created); err != nil {
-		t.Fatal(err)
-	}
+	ch.acceptFirst(payloads)
 	if err := ch.client.ExtendPrepared(prepared[2], &ch.ca); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("hop 2 with a handshake prepared for hop 3: %v, want ErrProtocol", err)
 	}
@@ -44,16 +37,7 @@ func TestPreparedHops(t *testing.T) {
 		t.Fatal("a refused extend emitted cells")
 	}
 	for i := 1; i < 3; i++ {
-		ch.ca.Reset()
-		if err := ch.client.ExtendPrepared(prepared[i], &ch.ca); err != nil {
-			t.Fatal(err)
-		}
-		if err := ch.sendForward(); err != nil {
-			t.Fatalf("extend to hop %d: %v", i+1, err)
-		}
-		if !ch.ca.Extended {
-			t.Fatalf("hop %d not extended", i+1)
-		}
+		ch.extend(i, func() error { return ch.client.ExtendPrepared(prepared[i], &ch.ca) })
 	}
 	if got := ch.client.Hops(); got != 3 {
 		t.Fatalf("%d hops built, want 3", got)

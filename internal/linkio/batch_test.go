@@ -16,6 +16,14 @@ import (
 func pipePair(t *testing.T) (*Conn, *Conn, net.Conn) {
 	t.Helper()
 	a, b := net.Pipe()
+	ca, cb := startPair(t, a, b)
+	return ca, cb, b
+}
+
+// startPair starts links over a and b, the two ends of one connection,
+// keyed as if a handshake had run (a initiated).
+func startPair(t *testing.T, a, b net.Conn) (*Conn, *Conn) {
+	t.Helper()
 	k1, k2 := [32]byte{1}, [32]byte{2}
 	ca, err := start(a, &circuit.LinkKeys{Send: k1, Recv: k2}, true)
 	if err != nil {
@@ -26,7 +34,7 @@ func pipePair(t *testing.T) (*Conn, *Conn, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ca.Close(); cb.Close() })
-	return ca, cb, b
+	return ca, cb
 }
 
 // TestWriteBatchFrames: a Batch of 300 cells goes out as full 127-cell

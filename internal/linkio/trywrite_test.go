@@ -36,17 +36,7 @@ func tcpPair(t *testing.T) (*Conn, *Conn) {
 	if !ok {
 		t.Fatal("accept failed")
 	}
-	k1, k2 := [32]byte{1}, [32]byte{2}
-	ca, err := start(a, &circuit.LinkKeys{Send: k1, Recv: k2}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb, err := start(b, &circuit.LinkKeys{Send: k2, Recv: k1}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ca.Close(); cb.Close() })
-	return ca, cb
+	return startPair(t, a, b)
 }
 
 // TryWriteBatch never waits: against a peer that stops reading it keeps
