@@ -70,15 +70,17 @@ func TestParseKeyFileRejects(t *testing.T) {
 		t.Fatalf("good file refused: %v", err)
 	}
 	for name, data := range map[string][]byte{
-		"wrong kind":  good,
-		"no newline":  bytes.TrimSuffix(good, []byte("\n")),
-		"short key":   EncodeKeyFile(KindStatic, make([]byte, 31)),
-		"long key":    EncodeKeyFile(KindStatic, make([]byte, 33)),
-		"bad magic":   append([]byte("x"), good...),
-		"extra field": bytes.Replace(good, []byte("\n"), []byte(" x\n"), 1),
-		"empty":       nil,
-		"garbage b64": []byte("veil-key-v1 x25519-static !!!!\n"),
-		"oversize":    bytes.Repeat([]byte("a"), 1000),
+		"wrong kind":     good,
+		"no newline":     bytes.TrimSuffix(good, []byte("\n")),
+		"short key":      EncodeKeyFile(KindStatic, make([]byte, 31)),
+		"long key":       EncodeKeyFile(KindStatic, make([]byte, 33)),
+		"bad magic":      append([]byte("x"), good...),
+		"extra field":    bytes.Replace(good, []byte("\n"), []byte(" x\n"), 1),
+		"empty":          nil,
+		"garbage b64":    []byte("veil-key-v1 x25519-static !!!!\n"),
+		"oversize":       bytes.Repeat([]byte("a"), 1000),
+		"newline in key": bytes.Replace(good, []byte(" Bw"), []byte(" Bw\n"), 1),
+		"return in key":  bytes.Replace(good, []byte(" Bw"), []byte(" Bw\r"), 1),
 	} {
 		kind := KindStatic
 		if name == "wrong kind" {

@@ -79,7 +79,9 @@ func ParseKeyFile(data []byte, kind string) ([]byte, error) {
 	}
 	key := make([]byte, base64.StdEncoding.DecodedLen(len(fields[2])))
 	n, err := base64.StdEncoding.Strict().Decode(key, fields[2])
-	if err != nil || n != keyLen(kind) {
+	// Go's decoder skips \r and \n inside the text: re-encoding refuses
+	// those and any other non-canonical form (found by FuzzParseKeyFile).
+	if err != nil || n != keyLen(kind) || base64.StdEncoding.EncodeToString(key[:n]) != string(fields[2]) {
 		return nil, fmt.Errorf("%w: key is not %d bytes of base64", ErrKeyFileFormat, keyLen(kind))
 	}
 	return key[:n], nil
