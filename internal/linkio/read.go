@@ -1,8 +1,59 @@
 package linkio
 
 import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
 	"github.com/veilnet/veil/circuit"
 )
+
+// idleReadRelease is how long a link reader keeps its buffer through a
+// quiet spell before giving it back (tests shorten it).
+var idleReadRelease = time.Second
+
+// readBufs counts the read buffers link readers hold.
+var readBufs atomic.Int64
+
+// ReadBuffersHeld is the number of link readers holding a read buffer
+// (MaxFramedSize bytes each): links that carried bytes within the last
+// second or hold part of a frame.
+func ReadBuffersHeld() int64 { return readBufs.Load() }
+
+func getReadBuf() *[]byte {
+	readBufs.Add(1)
+	return readBufPool.Get().(*[]byte)
+}
+
+func putReadBuf(bp *[]byte) {
+	readBufs.Add(-1)
+	readBufPool.Put(bp)
+}
+
+// waitReadable waits until the socket has bytes (or failed), giving *bp
+// back to the pool if that takes longer than idleReadRelease.
+func (c *Conn) waitReadable(rr *rawReader, bp **[]byte) error {
+	if *bp != nil {
+		c.nc.SetReadDeadline(time.Now().Add(idleReadRelease))
+		err := rr.wait()
+		c.nc.SetReadDeadline(time.Time{})
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+		putReadBuf(*bp)
+		*bp = nil
+	}
+	return rr.wait()
+}
+
+// readBufPool holds the read buffers of link readers, MaxFramedSize bytes
+// each.
+var readBufPool = sync.Pool{New: func() any {
+	b := make([]byte, circuit.MaxFramedSize)
+	return &b
+}}
 
 // ReadLoop reads frames until the link fails or is closed, calling handle
 // for each cell in order. The cell is only valid during the call. A handle
@@ -21,13 +72,33 @@ func (c *Conn) ReadLoop(handle func(*circuit.Cell) error) error {
 // MaxFramedSize bytes (the largest frame fits), checks each frame's length
 // header as soon as it has it (circuit.FrameLength: an impossible length
 // closes the link before anything else is read), and opens complete
-// frames in place.
+// frames in place. It borrows the buffer from a pool while bytes arrive;
+// when the link has been quiet for idleReadRelease with no part of a frame
+// held, it gives the buffer back and waits for the socket to become
+// readable without one: an idle link holds no read buffer (a relay has
+// thousands of links; 64 KiB each would add up), and a busy one does not
+// churn the pool.
 func (c *Conn) ReadBatches(handle func(*circuit.Cell) error, flush func() error) error {
 	defer c.Close()
-	buf := make([]byte, circuit.MaxFramedSize)
+	rr := newRawReader(c.nc)
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			putReadBuf(bp)
+		}
+	}()
 	have := 0 // buf[:have] holds unread bytes, starting at a frame boundary
 	var cell circuit.Cell
 	for {
+		if have == 0 && rr != nil {
+			if err := c.waitReadable(rr, &bp); err != nil {
+				return err
+			}
+		}
+		if bp == nil {
+			bp = getReadBuf()
+		}
+		buf := *bp
 		n, rerr := c.nc.Read(buf[have:])
 		have += n
 		off, cells := 0, 0

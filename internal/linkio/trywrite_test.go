@@ -123,3 +123,42 @@ func TestTryWriteBatchNeverWaits(t *testing.T) {
 }
 
 var errStop = errors.New("test: stop")
+
+// An idle link's reader gives its read buffer back after idleReadRelease
+// and takes one again when bytes arrive; cells still flow.
+func TestIdleLinkHoldsNoReadBuffer(t *testing.T) {
+	old := idleReadRelease
+	idleReadRelease = 20 * time.Millisecond
+	defer func() { idleReadRelease = old }()
+	c, s := tcpPair(t)
+	base := ReadBuffersHeld()
+	got := make(chan uint32, 4)
+	go s.ReadLoop(func(cell *circuit.Cell) error { got <- cell.CircID; return nil })
+	held := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for ReadBuffersHeld()-base != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d read buffers held, want %d", ReadBuffersHeld()-base, want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	held(0) // waiting for its first bytes without a buffer
+	for i := uint32(1); i <= 2; i++ {
+		b := NewBatch()
+		b.Add(&circuit.Cell{CircID: i, Cmd: circuit.CmdRelay})
+		if err := c.WriteBatch(b); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case id := <-got:
+			if id != i {
+				t.Fatalf("got cell %d, want %d", id, i)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("cell %d not delivered", i)
+		}
+		held(0) // quiet again: the buffer goes back
+	}
+}

@@ -67,3 +67,37 @@ func (w *rawWriter) write(fd uintptr) bool {
 	}
 	return true // done: never wait for the socket
 }
+
+// rawReader waits for a socket to become readable without reading from
+// it, so that the link reader needs no buffer while its link is idle
+// (read.go). It belongs to the link's reader goroutine.
+type rawReader struct {
+	raw  syscall.RawConn
+	peek [1]byte
+	fn   func(fd uintptr) bool
+}
+
+// newRawReader returns a rawReader for nc's socket, or nil if nc has none.
+func newRawReader(nc net.Conn) *rawReader {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	r := &rawReader{raw: raw}
+	r.fn = r.ready
+	return r
+}
+
+// wait returns once the socket has bytes, has reached end of file or has
+// failed (the next Read reports which), or with the error that closed it.
+func (r *rawReader) wait() error { return r.raw.Read(r.fn) }
+
+func (r *rawReader) ready(fd uintptr) bool {
+	_, _, err := syscall.Recvfrom(int(fd), r.peek[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	errno, _ := err.(syscall.Errno)
+	return errno != syscall.EAGAIN // false: Go waits for readability and asks again
+}
