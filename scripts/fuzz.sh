@@ -8,6 +8,7 @@
 #                                       # each package's testdata/fuzz
 #   FUZZ_LOG=file scripts/fuzz.sh 10m   # append one line per target:
 #                                       # date package target duration execs result
+#                                       # (pass, FAIL, or pass-deadline-race: see below)
 #   FUZZ_ONLY='^Fuzz(DecodeCell|Serve)$' scripts/fuzz.sh 10m   # only these targets
 #
 # New interesting inputs stay in Go's cache ($(go env GOCACHE)/fuzz) unless
@@ -28,8 +29,17 @@ for pkg in "${pkgs[@]}"; do
 		echo "== $pkg $target ($time)"
 		out=$(mktemp)
 		status=pass
-		go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$time" -parallel 1 2>&1 | tee "$out" || status=FAIL
+		seeds=$(ls "$dir/testdata/fuzz/$target" 2>/dev/null | sort)
+		# -timeout 0: go test's default 10m would end a 10m run.
+		go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$time" -timeout 0 -parallel 1 2>&1 | tee "$out" || status=FAIL
 		execs=$(grep -o 'execs: [0-9]*' "$out" | tail -1 | cut -d' ' -f2)
+		# Go 1.26's coordinator can report "context deadline exceeded" at
+		# the end of -fuzztime with no failing input (golang/go#75804,
+		# fixed in 1.27): a failure writes its input to testdata/fuzz.
+		if [ "$status" = FAIL ] && grep -q 'context deadline exceeded' "$out" &&
+			[ "$(ls "$dir/testdata/fuzz/$target" 2>/dev/null | sort)" = "$seeds" ]; then
+			status=pass-deadline-race
+		fi
 		rm -f "$out"
 		if [ -n "${FUZZ_LOG:-}" ]; then
 			printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$path" "$target" "$time" "${execs:-0}" "$status" >> "$FUZZ_LOG"
@@ -38,6 +48,6 @@ for pkg in "${pkgs[@]}"; do
 			mkdir -p "$dir/testdata/fuzz/$target"
 			cp -n "$cache/$path/$target"/* "$dir/testdata/fuzz/$target/" 2>/dev/null || true
 		fi
-		[ "$status" = pass ] || exit 1
+		if [ "$status" = FAIL ]; then exit 1; fi
 	done
 done

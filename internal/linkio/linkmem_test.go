@@ -10,7 +10,8 @@ import (
 )
 
 // TestIdleLinkMemory measures the heap of idle links with readers running,
-// with the read buffer released after a quiet second (as shipped) and kept
+// with the read buffer released after a quiet spell (as shipped, shortened
+// here to 50 ms) and kept
 // (as before). Run it with
 //
 //	VEIL_LINKMEM=1 go test -run TestIdleLinkMemory -v ./internal/linkio/

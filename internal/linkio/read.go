@@ -11,15 +11,17 @@ import (
 )
 
 // idleReadRelease is how long a link reader keeps its buffer through a
-// quiet spell before giving it back (tests shorten it).
-var idleReadRelease = time.Second
+// quiet spell before giving it back (tests shorten it). Long enough that a
+// link with traffic every few seconds keeps its buffer rather than
+// churning the pool (a release costs a later allocation of 64 KiB).
+var idleReadRelease = 10 * time.Second
 
 // readBufs counts the read buffers link readers hold.
 var readBufs atomic.Int64
 
 // ReadBuffersHeld is the number of link readers holding a read buffer
 // (MaxFramedSize bytes each): links that carried bytes within the last
-// second or hold part of a frame.
+// idleReadRelease (10 s) or hold part of a frame.
 func ReadBuffersHeld() int64 { return readBufs.Load() }
 
 func getReadBuf() *[]byte {
