@@ -436,7 +436,7 @@ func TestLoad(t *testing.T) {
 	relayedMB := float64(2*nStreams*nBytes) / 1e6 // payload bytes through the relay, both directions
 	t.Logf("relay process, 2 cores, %d circuits over %d links, %d streams of %d bytes each way", nCircs, nLinks, nStreams, nBytes)
 	t.Logf("baseline:        heap %6.1f MiB  rss %6.1f MiB  goroutines %d", mib(base.HeapInuse), mib(base.RSS), base.Goroutines)
-	t.Logf("%5d links:      heap %6.1f MiB  rss %6.1f MiB  (a link's read buffer is one frame, %d bytes; its write batch is pooled)", nLinks, mib(withLinks.HeapInuse), mib(withLinks.RSS), circuit.MaxFramedSize)
+	t.Logf("%5d links:      heap %6.1f MiB  rss %6.1f MiB  (idle: read buffers (%d bytes) and write batches are pooled, taken while a link is busy)", nLinks, mib(withLinks.HeapInuse), mib(withLinks.RSS), circuit.MaxFramedSize)
 	t.Logf("%5d circuits:   heap %6.1f MiB  rss %6.1f MiB  → %.1f KiB heap per circuit (built in %v, relay CPU %.2fs)", nCircs,
 		mib(withCircs.HeapInuse), mib(withCircs.RSS), float64(int64(withCircs.HeapInuse)-int64(withLinks.HeapInuse))/float64(nCircs)/1024, buildTime.Round(time.Millisecond), withCircs.CPU-withLinks.CPU)
 	t.Logf("+%5d streams:  heap %6.1f MiB  rss %6.1f MiB  goroutines %d → %.1f KiB heap per stream (opened in %v)", nStreams,
