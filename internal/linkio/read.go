@@ -34,22 +34,6 @@ func putReadBuf(bp *[]byte) {
 	readBufPool.Put(bp)
 }
 
-// waitReadable waits until the socket has bytes (or failed), giving *bp
-// back to the pool if that takes longer than idleReadRelease.
-func (c *Conn) waitReadable(rr *rawReader, bp **[]byte) error {
-	if *bp != nil {
-		c.nc.SetReadDeadline(time.Now().Add(idleReadRelease))
-		err := rr.wait()
-		c.nc.SetReadDeadline(time.Time{})
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err
-		}
-		putReadBuf(*bp)
-		*bp = nil
-	}
-	return rr.wait()
-}
-
 // readBufPool holds the read buffers of link readers, MaxFramedSize bytes
 // each.
 var readBufPool = sync.Pool{New: func() any {
@@ -83,6 +67,7 @@ func (c *Conn) ReadLoop(handle func(*circuit.Cell) error) error {
 func (c *Conn) ReadBatches(handle func(*circuit.Cell) error, flush func() error) error {
 	defer c.Close()
 	rr := newRawReader(c.nc)
+	release := idleReadRelease
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -92,15 +77,20 @@ func (c *Conn) ReadBatches(handle func(*circuit.Cell) error, flush func() error)
 	have := 0 // buf[:have] holds unread bytes, starting at a frame boundary
 	var cell circuit.Cell
 	for {
-		if have == 0 && rr != nil {
-			if err := c.waitReadable(rr, &bp); err != nil {
-				return err
-			}
-		}
 		if bp == nil {
+			// Idle: wait for bytes without a buffer.
+			if rr != nil {
+				if err := rr.wait(); err != nil {
+					return err
+				}
+			}
 			bp = getReadBuf()
 		}
 		buf := *bp
+		if rr != nil {
+			// Busy: the read itself waits, up to idleReadRelease.
+			c.nc.SetReadDeadline(time.Now().Add(release))
+		}
 		n, rerr := c.nc.Read(buf[have:])
 		have += n
 		off, cells := 0, 0
@@ -140,7 +130,16 @@ func (c *Conn) ReadBatches(handle func(*circuit.Cell) error, flush func() error)
 			have = copy(buf, buf[off:have])
 		}
 		if rerr != nil {
-			return rerr
+			if rr == nil || !errors.Is(rerr, os.ErrDeadlineExceeded) {
+				return rerr
+			}
+			// Quiet for idleReadRelease: give the buffer back unless it
+			// holds part of a frame (then keep reading into it).
+			if have == 0 {
+				putReadBuf(bp)
+				bp = nil
+				c.nc.SetReadDeadline(time.Time{}) // rr.wait waits without one
+			}
 		}
 	}
 }
