@@ -338,6 +338,13 @@ func TestLoad(t *testing.T) {
 	}
 	buildTime := time.Since(start)
 	withCircs := stats()
+	if p := os.Getenv("VEIL_LOAD_HEAP_CIRCUITS"); p != "" { // heap profile with the circuits open
+		if resp, err := http.Get("http://" + statsAddr + "/heap"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			os.WriteFile(p, b, 0o644)
+		}
+	}
 
 	// Phase 2: perCirc streams per circuit, all open at once, each
 	// echoing nBytes.

@@ -19,11 +19,11 @@ func TestStat(t *testing.T) {
 }
 
 func TestMemDelta(t *testing.T) {
-	snap := func(rss int64, heap, stack, circs float64) relaySnap {
-		return relaySnap{proc: []procSample{{RSSKiB: rss}}, met: []relayMetrics{{HeapInuse: heap, StackInuse: stack, Circuits: circs}}}
+	snap := func(rss int64, heap, live, stack, circs float64) relaySnap {
+		return relaySnap{proc: []procSample{{RSSKiB: rss}}, met: []relayMetrics{{HeapInuse: heap, HeapLive: live, StackInuse: stack, Circuits: circs}}}
 	}
-	d := newMemDelta(100, snap(1000, 4<<20, 1<<20, 10), snap(1100, 5<<20, 1<<20+512<<10, 110), func(x relayMetrics) float64 { return x.Circuits })
-	want := MemDelta{Opened: 100, Count: 100, DeltaKiB: 100, PerKiB: 1, HeapDeltaKiB: 1536, HeapPerKiB: 15.36}
+	d := newMemDelta(100, snap(1000, 4<<20, 3<<20, 1<<20, 10), snap(1100, 5<<20, 3<<20+200<<10, 1<<20+512<<10, 110), func(x relayMetrics) float64 { return x.Circuits })
+	want := MemDelta{Opened: 100, Count: 100, DeltaKiB: 100, PerKiB: 1, HeapDeltaKiB: 1536, HeapPerKiB: 15.36, LiveDeltaKiB: 712, LivePerKiB: 7.12}
 	if d != want {
 		t.Errorf("newMemDelta = %+v, want %+v", d, want)
 	}
@@ -40,8 +40,10 @@ veil_relay_link_read_bytes_total 1.048576e+06
 go_memstats_heap_inuse_bytes 8.192e+06
 go_memstats_stack_inuse_bytes 655360
 go_memstats_heap_idle_bytes 1
+go_gc_heap_live_bytes 4.5e+06
+go_gc_cycles_total_gc_cycles_total 17
 `))
-	want := relayMetrics{LinkReadBytes: 1 << 20, ExitFromTarget: 2.5e6, Circuits: 12, ExitStreams: 3, HeapInuse: 8.192e6, StackInuse: 655360}
+	want := relayMetrics{LinkReadBytes: 1 << 20, ExitFromTarget: 2.5e6, Circuits: 12, ExitStreams: 3, HeapInuse: 8.192e6, StackInuse: 655360, HeapLive: 4.5e6, GCCycles: 17}
 	if m != want {
 		t.Errorf("parseMetrics = %+v, want %+v", m, want)
 	}

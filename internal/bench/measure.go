@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/proxy"
@@ -75,6 +76,9 @@ type MemDelta struct {
 	PerKiB       float64 `json:"KiB_each"`
 	HeapDeltaKiB float64 `json:"heap_stack_delta_KiB"`
 	HeapPerKiB   float64 `json:"heap_stack_KiB_each"`
+	// Live heap (after a full collection in every relay) plus stacks.
+	LiveDeltaKiB float64 `json:"live_heap_stack_delta_KiB"`
+	LivePerKiB   float64 `json:"live_heap_stack_KiB_each"`
 }
 
 // newMemDelta divides the growth from a to b among the relays' counts.
@@ -83,10 +87,11 @@ func newMemDelta(opened int, a, b relaySnap, count func(relayMetrics) float64) M
 	for i := range a.proc {
 		d.DeltaKiB += float64(b.proc[i].RSSKiB - a.proc[i].RSSKiB)
 		d.HeapDeltaKiB += (b.met[i].HeapInuse + b.met[i].StackInuse - a.met[i].HeapInuse - a.met[i].StackInuse) / 1024
+		d.LiveDeltaKiB += (b.met[i].HeapLive + b.met[i].StackInuse - a.met[i].HeapLive - a.met[i].StackInuse) / 1024
 		d.Count += count(b.met[i]) - count(a.met[i])
 	}
 	if d.Count > 0 {
-		d.PerKiB, d.HeapPerKiB = d.DeltaKiB/d.Count, d.HeapDeltaKiB/d.Count
+		d.PerKiB, d.HeapPerKiB, d.LivePerKiB = d.DeltaKiB/d.Count, d.HeapDeltaKiB/d.Count, d.LiveDeltaKiB/d.Count
 	}
 	return d
 }
@@ -286,6 +291,34 @@ type relaySnap struct {
 	met  []relayMetrics
 }
 
+// memSnapshot is snapshot after a full garbage collection in every relay
+// (SIGUSR1, cmd/veil), so that the live heap it reads holds no garbage.
+func (m *measurer) memSnapshot(ctx context.Context) (relaySnap, error) {
+	s, err := m.snapshot(ctx)
+	if err != nil {
+		return s, err
+	}
+	for i, r := range m.net.relays {
+		if err := r.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+			return s, fmt.Errorf("%s: %w", r.Name, err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; {
+			mt, err := scrapeMetrics(ctx, m.hc, r.Metrics)
+			if err != nil {
+				return s, fmt.Errorf("%s metrics: %w", r.Name, err)
+			}
+			if mt.GCCycles >= s.met[i].GCCycles+2 { // both of logMemory's collections
+				break
+			}
+			if time.Now().After(deadline) {
+				return s, fmt.Errorf("%s: no garbage collection 10 s after SIGUSR1", r.Name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return m.snapshot(ctx)
+}
+
 func (m *measurer) snapshot(ctx context.Context) (relaySnap, error) {
 	var s relaySnap
 	for _, r := range m.net.relays {
@@ -404,7 +437,7 @@ func (m *measurer) idleCircuits(ctx context.Context) error {
 		clients = append(clients, cl)
 	}
 	time.Sleep(time.Second)
-	before, err := m.snapshot(ctx)
+	before, err := m.memSnapshot(ctx)
 	if err != nil {
 		return err
 	}
@@ -416,21 +449,21 @@ func (m *measurer) idleCircuits(ctx context.Context) error {
 		}
 	}
 	time.Sleep(time.Second)
-	after, err := m.snapshot(ctx)
+	after, err := m.memSnapshot(ctx)
 	if err != nil {
 		return err
 	}
 	d := newMemDelta(m.cfg.IdleCircuits, before, after, func(x relayMetrics) float64 { return x.Circuits })
 	m.v.IdleCircuits = d
-	m.progress("idle circuits: %.0f circuit hops at the relays, RSS +%.0f KiB (%.2f KiB each), heap and stacks +%.0f KiB (%.2f KiB each)",
-		d.Count, d.DeltaKiB, d.PerKiB, d.HeapDeltaKiB, d.HeapPerKiB)
+	m.progress("idle circuits: %.0f circuit hops at the relays, live heap and stacks +%.0f KiB (%.2f KiB each), RSS +%.0f KiB (%.2f KiB each)",
+		d.Count, d.LiveDeltaKiB, d.LivePerKiB, d.DeltaKiB, d.PerKiB)
 	return nil
 }
 
 // openStreams holds OpenStreams streams open through the SOCKS port (no
 // request sent) and charges the relays' RSS growth to the exits' streams.
 func (m *measurer) openStreams(ctx context.Context) error {
-	before, err := m.snapshot(ctx)
+	before, err := m.memSnapshot(ctx)
 	if err != nil {
 		return err
 	}
@@ -458,14 +491,14 @@ func (m *measurer) openStreams(ctx context.Context) error {
 		return err
 	}
 	time.Sleep(time.Second)
-	after, err := m.snapshot(ctx)
+	after, err := m.memSnapshot(ctx)
 	if err != nil {
 		return err
 	}
 	sd := newMemDelta(m.cfg.OpenStreams, before, after, func(x relayMetrics) float64 { return x.ExitStreams })
 	m.v.OpenStreams = sd
-	m.progress("open streams: %.0f at the exits, RSS +%.0f KiB (%.2f KiB each), heap and stacks +%.0f KiB (%.2f KiB each)",
-		sd.Count, sd.DeltaKiB, sd.PerKiB, sd.HeapDeltaKiB, sd.HeapPerKiB)
+	m.progress("open streams: %.0f at the exits, live heap and stacks +%.0f KiB (%.2f KiB each), RSS +%.0f KiB (%.2f KiB each)",
+		sd.Count, sd.LiveDeltaKiB, sd.LivePerKiB, sd.DeltaKiB, sd.PerKiB)
 	return nil
 }
 

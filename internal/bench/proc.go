@@ -155,6 +155,10 @@ type relayMetrics struct {
 	// RSS, they grow when freed heap is reused.
 	HeapInuse  float64 `json:"heap_inuse_bytes"`
 	StackInuse float64 `json:"stack_inuse_bytes"`
+	// The heap the last collection found live, and how many collections
+	// have finished (memSnapshot has each relay collect first).
+	HeapLive float64 `json:"heap_live_bytes"`
+	GCCycles float64 `json:"gc_cycles"`
 }
 
 // scrapeMetrics reads a relay's Prometheus text endpoint at addr.
@@ -202,6 +206,10 @@ func parseMetrics(b []byte) relayMetrics {
 			m.HeapInuse = v
 		case "go_memstats_stack_inuse_bytes":
 			m.StackInuse = v
+		case "go_gc_heap_live_bytes":
+			m.HeapLive = v
+		case "go_gc_cycles_total_gc_cycles_total":
+			m.GCCycles = v
 		}
 	}
 	return m

@@ -103,9 +103,9 @@ func table(res *Result) []Row {
 	add(fmt.Sprintf("%d bulk streams, total", v.ParallelStreams), "MB/s", v.BulkParallelMBps, nil, "", nil)
 	add("relay CPU per relayed GiB", "s", v.CPUsPerGiB, func(t *TorResult) float64 { return t.CPUsPerGiB }, "<= 1/3 Tor", atMost(1.0/3))
 	add("resident memory per relay, median", "MiB", v.RSSMiB.Median, func(t *TorResult) float64 { return t.RSSMiB.Median }, "<= 1/4 Tor", atMost(0.25))
-	add("memory per idle circuit at a relay", "KiB", v.IdleCircuits.PerKiB, nil, "<= 4 KiB plus queues", func(veil float64, _ *float64) *bool { return pb(veil <= 4) })
-	add("memory per idle circuit at a relay, heap and stacks", "KiB", v.IdleCircuits.HeapPerKiB, nil, "", nil)
-	add("memory per open stream at a relay, heap and stacks", "KiB", v.OpenStreams.HeapPerKiB, nil, "", nil)
+	add("memory per idle circuit at a relay (live heap and stacks)", "KiB", v.IdleCircuits.LivePerKiB, nil, "<= 4 KiB plus queues", func(veil float64, _ *float64) *bool { return pb(veil <= 4) })
+	add("memory per idle circuit at a relay, RSS", "KiB", v.IdleCircuits.PerKiB, nil, "", nil)
+	add("memory per open stream at a relay (live heap and stacks)", "KiB", v.OpenStreams.LivePerKiB, nil, "", nil)
 	add("memory per open stream at a relay, RSS", "KiB", v.OpenStreams.PerKiB, nil, "", nil)
 	return rows
 }

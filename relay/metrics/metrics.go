@@ -9,11 +9,19 @@ package metrics
 
 import (
 	"net/http"
+	"regexp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// liveHeap adds two of the Go runtime's metrics to the usual ones:
+// go_gc_heap_live_bytes (the heap the last collection found live: what
+// the relay's state really holds, without garbage) and
+// go_gc_cycles_total_gc_cycles_total (to tell when a collection, such as
+// the one SIGUSR1 runs, has finished).
+var liveHeap = collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/(heap/live|cycles/total):`)}
 
 // Refusal reasons (label values of RefusalsTotal).
 const (
@@ -83,7 +91,7 @@ func New() *Metrics {
 	for _, c := range []prometheus.Collector{m.Circuits, m.Streams, m.Links, m.CellsRead, m.CellsWritten, m.BytesRead,
 		m.BytesWritten, m.ExitBytes, m.Handshakes, m.Refusals, m.QueuedBytes, m.BucketWaits, m.BucketWaited,
 		m.InConsensus, m.Uploads, m.OnionRotated, m.DNSLookups,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(liveHeap)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
 	m.InConsensus.Set(-1)
