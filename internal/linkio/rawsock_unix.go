@@ -18,14 +18,24 @@ type rawWriter struct {
 	fn  func(fd uintptr) bool
 }
 
-// newRawWriter returns a rawWriter for nc's socket, or nil if nc has none.
-func newRawWriter(nc net.Conn) *rawWriter {
+// socketOf returns nc's file descriptor access, or nil if it has none
+// (net.Pipe, test doubles).
+func socketOf(nc net.Conn) syscall.RawConn {
 	sc, ok := nc.(syscall.Conn)
 	if !ok {
 		return nil
 	}
 	raw, err := sc.SyscallConn()
 	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// newRawWriter returns a rawWriter for nc's socket, or nil if nc has none.
+func newRawWriter(nc net.Conn) *rawWriter {
+	raw := socketOf(nc)
+	if raw == nil {
 		return nil
 	}
 	w := &rawWriter{raw: raw}
@@ -53,10 +63,11 @@ func (w *rawWriter) write(fd uintptr) bool {
 			w.n += m
 		}
 		if err != nil {
-			if errno, ok := err.(syscall.Errno); ok && errno == syscall.EINTR {
+			errno, _ := err.(syscall.Errno)
+			if errno == syscall.EINTR {
 				continue
 			}
-			if errno, ok := err.(syscall.Errno); !ok || errno != syscall.EAGAIN {
+			if errno != syscall.EAGAIN {
 				w.err = err
 			}
 			break
@@ -79,12 +90,8 @@ type rawReader struct {
 
 // newRawReader returns a rawReader for nc's socket, or nil if nc has none.
 func newRawReader(nc net.Conn) *rawReader {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
+	raw := socketOf(nc)
+	if raw == nil {
 		return nil
 	}
 	r := &rawReader{raw: raw}
