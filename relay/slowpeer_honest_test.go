@@ -23,11 +23,7 @@ import (
 // starts, so that its queues are older than the honest queue's head.
 func TestAttackSlowReaderSparesHonestDownload(t *testing.T) {
 	const maxMemory = 1 << 20
-	r, spec, cancel, done := startRelay(t, func(c *Config) {
-		c.MaxMemory = maxMemory
-		c.CreateBurst = 1000
-		c.Listener = smallSendBuffers{c.Listener}
-	})
+	r, spec, cancel, done := startSlowReadRelay(t, maxMemory)
 	defer func() { cancel(); <-done }()
 	endless, _ := bulkServer(t, -1)
 	fixed, want := bulkServer(t, 4<<20)

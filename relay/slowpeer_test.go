@@ -2,6 +2,7 @@ package relay
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"net"
 	"sync"
@@ -157,6 +158,18 @@ func peakQueued(r *Relay) (stop func() int64) {
 
 const slowReadCircuits = 48
 
+// startSlowReadRelay starts a relay for the slow-reader attacks: a
+// memory cap of maxMemory, CREATEs not rate-limited, and small socket
+// send buffers so that a peer that stops reading stalls its link soon.
+func startSlowReadRelay(t *testing.T, maxMemory int64) (*Relay, circuit.HopSpec, context.CancelFunc, chan error) {
+	t.Helper()
+	return startRelay(t, func(c *Config) {
+		c.MaxMemory = maxMemory
+		c.CreateBurst = 1000
+		c.Listener = smallSendBuffers{c.Listener}
+	})
+}
+
 // TestAttackSlowReader: an attacker opens circuits, asks the exit for an
 // endless download on each and never reads its link again. Each stalled
 // circuit queues at most one congestion window; past the memory cap the
@@ -168,11 +181,7 @@ const slowReadCircuits = 48
 // during the attack: slowpeer_gap_test.go.)
 func TestAttackSlowReader(t *testing.T) {
 	const maxMemory = 256 << 10
-	r, spec, cancel, done := startRelay(t, func(c *Config) {
-		c.MaxMemory = maxMemory
-		c.CreateBurst = 1000
-		c.Listener = smallSendBuffers{c.Listener}
-	})
+	r, spec, cancel, done := startSlowReadRelay(t, maxMemory)
 	defer func() { cancel(); <-done }()
 	endless, _ := bulkServer(t, -1)
 	echo := echoServer(t)
