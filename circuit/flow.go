@@ -129,7 +129,7 @@ type endpoint struct {
 
 func newEndpoint(maxData int, emit func(RelayMsg) error, now func() time.Time, rand io.Reader, sendKey, recvKey *layerKey) endpoint {
 	return endpoint{
-		streams: make(map[uint16]*streamFlow), maxData: maxData, emit: emit, now: now, rand: rand,
+		maxData: maxData, emit: emit, now: now, rand: rand,
 		sendKey: sendKey, recvKey: recvKey,
 		cwnd: CwndInit, slowStart: true,
 	}
@@ -144,6 +144,9 @@ func (e *endpoint) addStream(id uint16) error {
 	}
 	if len(e.streams) >= MaxStreamsPerCircuit {
 		return ErrTooManyStreams
+	}
+	if e.streams == nil { // made on first use: most circuits through a relay carry no streams there
+		e.streams = make(map[uint16]*streamFlow)
 	}
 	e.streams[id] = &streamFlow{}
 	return nil

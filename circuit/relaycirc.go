@@ -21,7 +21,6 @@ type RelayCircuit struct {
 	frags     msgAssembler
 	resolves  map[uint16]bool // RESOLVE requests the driver is working on
 	acts      *RelayActions   // set for the duration of one call
-	cell      Cell            // scratch for outgoing messages
 }
 
 // RelayActions is what the driver must do after a call. Reset it between
@@ -111,17 +110,21 @@ func AcceptCreate(rand io.Reader, now func() time.Time, relayID [32]byte, onionK
 func (rc *RelayCircuit) Position() int { return rc.hop.pos }
 
 // emitBackward seals a message from this hop toward the client.
+// The cell is built in place at the end of the caller's ToPrev (no
+// scratch cell in the circuit: an idle circuit keeps no cell buffers).
 func (rc *RelayCircuit) emitBackward(m RelayMsg) error {
-	c := &rc.cell
-	c.Cmd = CmdRelay
-	if err := EncodeRelayMsg(c.Payload[:BodySize(rc.hop.pos)], m); err != nil {
-		return err
+	a := rc.acts
+	n := len(a.ToPrev)
+	a.ToPrev = append(a.ToPrev, Cell{Cmd: CmdRelay})
+	c := &a.ToPrev[n]
+	err := EncodeRelayMsg(c.Payload[:BodySize(rc.hop.pos)], m)
+	if err == nil {
+		err = rc.hop.sealBackward(&c.Payload, FlagLocal)
 	}
-	if err := rc.hop.sealBackward(&c.Payload, FlagLocal); err != nil {
-		return err
+	if err != nil {
+		a.ToPrev = a.ToPrev[:n]
 	}
-	rc.acts.ToPrev = append(rc.acts.ToPrev, *c)
-	return nil
+	return err
 }
 
 // HandleForward processes a RELAY cell from the previous hop. Any error

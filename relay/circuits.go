@@ -212,6 +212,7 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker, a *circuit.
 		e.created = true
 		if e.timer != nil {
 			e.timer.Stop()
+			e.timer = nil // an idle circuit keeps no timer
 		}
 		r.metrics.Handshake("extend", true)
 		err = e.rc.HandleCreated(&c.Payload, a)
@@ -330,7 +331,7 @@ func (r *Relay) handleCreate(ls *linkState, c *circuit.Cell, pc *pendingCreate) 
 		r.log.Debug("refusing CREATE", "err", err)
 		return r.refuseCreate(ls, c.CircID, circuit.DestroyProtocol, "")
 	}
-	e := &circEntry{rc: rc, prev: ls, prevID: c.CircID, streams: make(map[uint16]*exitStream)}
+	e := &circEntry{rc: rc, prev: ls, prevID: c.CircID}
 	e.prevQ = ls.sched.newQueue(e)
 	ls.mu.Lock()
 	if ls.pending == nil { // the link closed meanwhile

@@ -57,6 +57,9 @@ func (r *Relay) begin(ctx context.Context, e *circEntry, b circuit.BeginRequest)
 	}
 	s := &exitStream{id: b.StreamID, conn: conn, e: e, r: r,
 		qready: make(chan struct{}, 1), wakeCh: make(chan struct{}, 1), done: make(chan struct{})}
+	if e.streams == nil { // made on the first stream: most circuits are not exit circuits
+		e.streams = make(map[uint16]*exitStream)
+	}
 	e.streams[b.StreamID] = s
 	r.metrics.Streams.Inc()
 	r.apply(e, &acts)
