@@ -121,6 +121,9 @@ func (r *Relay) readLink(ls *linkState, dialed bool) {
 	link := ls.link
 	rd := &linkReader{r: r, ls: ls}
 	err := link.ReadBatches(rd.handle, rd.flush)
+	if rd.run != nil { // the link failed in the middle of a read
+		rd.endRun()
+	}
 	r.log.Debug("link closed", "err", r.safeErr(err))
 	r.mu.Lock()
 	delete(r.links, link)
@@ -140,25 +143,59 @@ func (r *Relay) readLink(ls *linkState, dialed bool) {
 }
 
 // linkReader is the state of one link's reader goroutine: the writers it
-// must wake at the end of each batch of cells, and the cells it counted
-// (metrics and the idle clock are updated once per batch, not per cell).
+// must wake at the end of each batch of cells, the cells it counted
+// (metrics and the idle clock are updated once per batch, not per cell),
+// and the run of one circuit's cells it is in.
+//
+// A run: consecutive RELAY cells of one circuit in one read are handled
+// under one hold of the circuit's mutex, without looking the circuit up
+// again, and the cells they produce are queued together, one push per
+// maxRun cells instead of one per cell. A run ends at another circuit's
+// cell or any other command, at an action other than passing cells on
+// (those are carried out at once), after maxRun cells, and at the end of
+// the read (flush), before the reader writes to any link. The mutex is
+// what orders a circuit's sealed cells with its queue (an exit's stream
+// goroutines seal under it too), so the run's cells are queued before it
+// is released.
 type linkReader struct {
 	r     *Relay
 	ls    *linkState
 	w     waker
 	cells int
-	// acts is the reader's scratch for each cell's actions: kept here,
-	// not per circuit, so that an idle circuit holds no cell buffers.
+	// acts is the reader's scratch for the actions of the current run:
+	// kept here, not per circuit, so that an idle circuit holds no cell
+	// buffers.
 	acts circuit.RelayActions
+	run  *circEntry // the circuit of the current run, its mu held; nil if none
+	// runID and runPrev say which circuit ID on this link the run is and
+	// whether the link is its client-ward side; runCells counts the cells
+	// whose products are waiting in acts.
+	runID    uint32
+	runPrev  bool
+	runCells int
 }
+
+// maxRun bounds the cells of a run whose products wait in a reader's
+// acts (at most 8 KiB held by a link that has been busy).
+const maxRun = 16
 
 func (rd *linkReader) handle(c *circuit.Cell) error {
 	rd.cells++
-	return rd.r.handleCell(rd.ls, c, &rd.w, &rd.acts)
+	if rd.run != nil {
+		if c.Cmd == circuit.CmdRelay && c.CircID == rd.runID {
+			rd.relayCell(c)
+			return nil
+		}
+		rd.endRun()
+	}
+	return rd.handleCell(c)
 }
 
 // flush runs after each batch the link's reader read.
 func (rd *linkReader) flush() error {
+	if rd.run != nil {
+		rd.endRun()
+	}
 	rd.w.flush()
 	rd.ls.active.Store(rd.r.cfg.Now().UnixNano())
 	rd.r.metrics.CellsRead.Add(float64(rd.cells))
@@ -167,9 +204,58 @@ func (rd *linkReader) flush() error {
 	return nil
 }
 
-// handleCell takes one cell from ls. Writers it queues cells for are
-// woken at w's flush (w nil: at once).
-func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker, a *circuit.RelayActions) error {
+// relayCell handles a RELAY cell of the current run.
+func (rd *linkReader) relayCell(c *circuit.Cell) {
+	e, a := rd.run, &rd.acts
+	var err error
+	if rd.runPrev {
+		err = e.rc.HandleForward(&c.Payload, a)
+	} else {
+		err = e.rc.HandleBackward(&c.Payload, a)
+	}
+	if err != nil {
+		// The circuit is destroyed: what the run produced so far would
+		// be dropped with its queues anyway.
+		a.Reset()
+		rd.runCells = 0
+		rd.endRun()
+		rd.r.log.Debug("destroying circuit", "err", err)
+		rd.r.destroy(e, circuit.DestroyProtocol, nil)
+		return
+	}
+	rd.runCells++
+	if rd.runCells >= maxRun || !onlyCells(a) {
+		rd.applyRun()
+	}
+}
+
+// onlyCells reports whether a holds nothing but cells to pass on.
+func onlyCells(a *circuit.RelayActions) bool {
+	return a.Extend == nil && len(a.Begins) == 0 && len(a.Resolves) == 0 && len(a.Data) == 0 &&
+		len(a.Finished) == 0 && len(a.Ends) == 0 && len(a.Writable) == 0
+}
+
+// applyRun carries out the run's actions so far; the run goes on.
+func (rd *linkReader) applyRun() {
+	if rd.runCells > 0 {
+		rd.r.applyBatched(rd.run, &rd.acts, &rd.w)
+	}
+	rd.acts.Reset()
+	rd.runCells = 0
+}
+
+// endRun carries out the run's actions and releases its circuit.
+func (rd *linkReader) endRun() {
+	e := rd.run
+	rd.applyRun()
+	rd.run = nil
+	e.mu.Unlock()
+}
+
+// handleCell takes one cell from the reader's link that continues no run.
+// Writers it queues cells for are woken at the reader's flush.
+func (rd *linkReader) handleCell(c *circuit.Cell) error {
+	r, ls := rd.r, rd.ls
 	ls.mu.Lock()
 	pc := ls.pending[c.CircID]
 	if n, ok := ls.refused[c.CircID]; ok && c.Cmd == circuit.CmdCreate {
@@ -201,14 +287,16 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker, a *circuit.
 		e.mu.Unlock()
 		return nil
 	}
+	if c.Cmd == circuit.CmdRelay {
+		rd.acts.Reset()
+		rd.run, rd.runID, rd.runPrev, rd.runCells = e, c.CircID, side.prev, 0
+		rd.relayCell(c)
+		return nil
+	}
+	a := &rd.acts
 	a.Reset()
 	var err error
-	switch {
-	case c.Cmd == circuit.CmdRelay && side.prev:
-		err = e.rc.HandleForward(&c.Payload, a)
-	case c.Cmd == circuit.CmdRelay:
-		err = e.rc.HandleBackward(&c.Payload, a)
-	case c.Cmd == circuit.CmdCreated && !side.prev && !e.created:
+	if c.Cmd == circuit.CmdCreated && !side.prev && !e.created {
 		e.created = true
 		if e.timer != nil {
 			e.timer.Stop()
@@ -216,11 +304,11 @@ func (r *Relay) handleCell(ls *linkState, c *circuit.Cell, w *waker, a *circuit.
 		}
 		r.metrics.Handshake("extend", true)
 		err = e.rc.HandleCreated(&c.Payload, a)
-	default:
+	} else {
 		err = circuit.ErrProtocol
 	}
 	if err == nil {
-		r.applyBatched(e, a, w)
+		r.applyBatched(e, a, &rd.w)
 	}
 	e.mu.Unlock()
 	if err != nil {

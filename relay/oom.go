@@ -31,7 +31,6 @@ func (r *Relay) account(e *circEntry, delta int64) {
 		e.queued.Add(delta)
 	}
 	n := r.queued.Add(delta)
-	r.metrics.QueuedBytes.Set(float64(n))
 	if delta > 0 && n > r.cfg.MaxMemory {
 		select {
 		case r.oomKick <- struct{}{}:

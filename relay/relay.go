@@ -278,6 +278,7 @@ func New(cfg Config) (*Relay, error) {
 		r.dns = exitdns.NewCache(cfg.DNSCacheSize)
 	}
 	r.bw = newBandwidth(cfg.BandwidthRate, cfg.BandwidthBurst, cfg.Now, cfg.Metrics)
+	cfg.Metrics.SetQueued(r.queued.Load)
 	r.policy.Store(cfg.ExitPolicy)
 	r.initOnionKeys()
 	copy(r.id[:], cfg.Identity.Public().(ed25519.PublicKey))

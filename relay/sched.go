@@ -30,7 +30,8 @@ import (
 //
 // Whoever writes holds the link's writer token (busy): it takes one cell
 // from each circuit with cells waiting in turn (round robin, so circuits
-// share a link fairly), encoding them straight into a linkio.Batch of up
+// share a link fairly; a circuit alone in the round gives all it has at
+// once), encoding them straight into a linkio.Batch of up
 // to two full frames, and seals and writes the batch itself: one write
 // per 254 cells when the traffic is there. Releasing the token wakes the
 // writer goroutine if cells or unwritten bytes remain, so no cell waits
@@ -305,10 +306,18 @@ func (s *linkSched) takeFunc(max int, put func(*circuit.Cell)) int {
 			q.active = false
 			continue
 		}
-		put(q.front())
-		q.pop()
-		n++
-		s.r.accountCirc(q.e, -circuit.CellSize)
+		// One cell per circuit per turn; a circuit alone in the ring
+		// has no one to take turns with and gives all it can at once.
+		k := 1
+		if s.ringHead == len(s.ring) {
+			k = min(q.len(), max-n)
+		}
+		for range k {
+			put(q.front())
+			q.pop()
+		}
+		n += k
+		s.r.accountCirc(q.e, -int64(k*circuit.CellSize))
 		if q.len() > 0 {
 			s.ringPush(q)
 		} else {
