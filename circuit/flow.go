@@ -78,10 +78,22 @@ type StreamActions struct {
 	Finished []uint16     // streams on which the peer will send no more (FIN)
 	Ends     []StreamEnd  // streams the peer closed
 	Writable []uint16     // streams that may send again (0: every stream)
+	// dataBuf holds the bytes of Data: one buffer reused from reset to
+	// reset, so that delivering a cell's data allocates nothing.
+	dataBuf []byte
 }
 
 func (a *StreamActions) reset() {
 	a.Data, a.Finished, a.Ends, a.Writable = a.Data[:0], a.Finished[:0], a.Ends[:0], a.Writable[:0]
+	a.dataBuf = a.dataBuf[:0]
+}
+
+// addData appends a copy of b for stream id to Data.
+func (a *StreamActions) addData(id uint16, b []byte) {
+	start := len(a.dataBuf)
+	a.dataBuf = append(a.dataBuf, b...)
+	end := len(a.dataBuf)
+	a.Data = append(a.Data, StreamData{StreamID: id, Data: a.dataBuf[start:end:end]})
 }
 
 type streamFlow struct {
@@ -162,7 +174,7 @@ func (e *endpoint) handleStreamMsg(m RelayMsg, a *StreamActions) (handled bool, 
 		}
 		deliver, err := e.onData(m.StreamID)
 		if err == nil && deliver {
-			a.Data = append(a.Data, StreamData{StreamID: m.StreamID, Data: append([]byte(nil), m.Data...)})
+			a.addData(m.StreamID, m.Data)
 		}
 		return true, err
 	case RelayEnd:

@@ -43,7 +43,9 @@ type BeginRequest struct {
 	Port     uint16
 }
 
-// StreamData is data for one stream. Data is a fresh copy the driver owns.
+// StreamData is data for one stream. Data stays valid until the actions
+// that hold it are reset: a driver copies what it keeps (its stream
+// buffers), and delivering data allocates nothing per cell.
 type StreamData struct {
 	StreamID uint16
 	Data     []byte

@@ -166,7 +166,7 @@ type Stream struct {
 	once   sync.Once
 
 	// Guarded by circ.mu.
-	chunks      [][]byte
+	recv        recvBuf // received bytes not yet read
 	endReason   circuit.EndReason
 	remoteEOF   bool // the stream is over: reads end, writes fail
 	writeClosed bool // CloseWrite sent FIN: writes fail, reads go on
@@ -188,7 +188,7 @@ func newStream(c *Client, circ *clientCirc, id uint16) *Stream {
 func (s *Stream) connected() { close(s.open) }
 
 // push queues data; the caller wakes the reader (notify(s.readyR)).
-func (s *Stream) push(b []byte) { s.chunks = append(s.chunks, b) }
+func (s *Stream) push(b []byte) { s.recv.push(b) }
 func (s *Stream) wake()         { notify(s.readyW) }
 
 // finished: the exit half-closed (FIN); reads return io.EOF once the
@@ -236,25 +236,11 @@ func (s *Stream) deadlineTimer(read bool) (<-chan time.Time, func()) {
 func (s *Stream) Read(p []byte) (int, error) {
 	for {
 		s.circ.mu.Lock()
-		if len(s.chunks) > 0 {
-			// Take as many chunks as fit: a reader with a large buffer
+		if s.recv.pending() {
+			// Take as much as fits: a reader with a large buffer
 			// (io.Copy's 32 KiB) then makes one write of many cells'
 			// data instead of one write per cell.
-			n, cells := 0, 0
-			for n < len(p) && len(s.chunks) > 0 {
-				m := copy(p[n:], s.chunks[0])
-				n += m
-				if m < len(s.chunks[0]) {
-					s.chunks[0] = s.chunks[0][m:]
-					break
-				}
-				s.chunks[0] = nil
-				s.chunks = s.chunks[1:]
-				cells++
-			}
-			if len(s.chunks) == 0 {
-				s.chunks = s.chunks[:0:0] // let the drained array go
-			}
+			n, cells := s.recv.take(p)
 			if cells > 0 && !s.circ.dead {
 				s.circ.acts.Reset()
 				if s.circ.cc.StreamConsumed(s.id, cells, &s.circ.acts) == nil {
@@ -327,7 +313,7 @@ func (s *Stream) Close() error {
 		}
 	}
 	s.remoteEOF = true
-	s.chunks = nil
+	s.recv.release()
 	s.once.Do(func() { close(s.done) })
 	s.circ.mu.Unlock()
 	notify(s.readyR)

@@ -234,12 +234,17 @@ func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // exitStream is one TCP connection from the exit to a target.
 type exitStream struct {
-	id      uint16
-	conn    net.Conn
-	e       *circEntry
-	r       *Relay
-	qmu     sync.Mutex
-	queue   [][]byte      // client → target; flow control bounds it (maxExitQueue)
+	id   uint16
+	conn net.Conn
+	e    *circEntry
+	r    *Relay
+	qmu  sync.Mutex
+	// qbuf holds the client's bytes for the target, qlens the length of
+	// each cell's share of them; flow control bounds the cells
+	// (maxExitQueue). The writer swaps them for its spare pair and
+	// writes many cells' data per system call.
+	qbuf    []byte
+	qlens   []uint16
 	qready  chan struct{} // queue became non-empty
 	wakeCh  chan struct{} // the package window reopened
 	closed  bool          // guarded by qmu: the queue is gone
@@ -257,9 +262,10 @@ type exitStream struct {
 // guarantees room; a peer that overruns it loses the stream.
 func (s *exitStream) deliver(b []byte) {
 	s.qmu.Lock()
-	full := len(s.queue) >= maxExitQueue || s.closed
+	full := len(s.qlens) >= maxExitQueue || s.closed
 	if !full {
-		s.queue = append(s.queue, b)
+		s.qbuf = append(s.qbuf, b...) // b is valid only until the actions are reset
+		s.qlens = append(s.qlens, uint16(len(b)))
 	}
 	s.qmu.Unlock()
 	if full {
@@ -291,11 +297,8 @@ func (s *exitStream) close() {
 		close(s.done)
 		s.conn.Close()
 		s.qmu.Lock()
-		var n int
-		for _, b := range s.queue {
-			n += len(b)
-		}
-		s.queue, s.closed = nil, true
+		n := len(s.qbuf)
+		s.qbuf, s.qlens, s.closed = nil, nil, true
 		s.qmu.Unlock()
 		s.r.account(s.e, -int64(n))
 		s.r.metrics.Streams.Dec()
@@ -474,26 +477,32 @@ func (r *Relay) resolveFor(ctx context.Context, e *circEntry, req circuit.Resolv
 	}
 }
 
-// writeLoop writes client bytes to the target and acknowledges them.
+// exitWriteMax is the most client bytes an exit stream writes to its
+// target per system call (and acknowledges at once).
+const exitWriteMax = 64 << 10
+
+// writeLoop writes client bytes to the target and acknowledges them: it
+// takes everything queued at once and writes it in pieces of whole cells,
+// up to exitWriteMax bytes each.
 func (s *exitStream) writeLoop() {
 	e := s.e
 	var acts circuit.RelayActions // this goroutine's scratch for the circuit's actions
+	var buf []byte                // the spare pair, swapped with the queue's
+	var lens []uint16
 	for {
 		s.qmu.Lock()
-		n := len(s.queue)
-		var b []byte
-		if n > 0 {
-			b = s.queue[0]
-			s.queue[0] = nil
-			s.queue = s.queue[1:]
+		buf, s.qbuf = s.qbuf, buf[:0]
+		lens, s.qlens = s.qlens, lens[:0]
+		if s.closed {
+			s.qbuf, s.qlens = nil, nil
 		}
-		fin := n == 0 && s.finIn && !s.finSent
+		fin := len(lens) == 0 && s.finIn && !s.finSent
 		s.qmu.Unlock()
 		if fin {
 			s.sendFin()
 			continue
 		}
-		if n == 0 {
+		if len(lens) == 0 {
 			select {
 			case <-s.done:
 				return
@@ -501,22 +510,38 @@ func (s *exitStream) writeLoop() {
 			}
 			continue
 		}
-		s.r.account(e, -int64(len(b)))
-		if !s.r.bw.wait(s.done, len(b)) {
-			return
-		}
-		if _, err := s.conn.Write(b); err != nil {
-			s.close()
-			return
-		}
-		s.r.metrics.ExitBytes.WithLabelValues("to_target").Add(float64(len(b)))
-		e.mu.Lock()
-		if !e.dead {
-			acts.Reset()
-			if e.rc.StreamConsumed(s.id, 1, &acts) == nil {
-				s.r.apply(e, &acts)
+		for off := 0; len(lens) > 0; {
+			n, cells := 0, 0
+			for cells < len(lens) && (cells == 0 || n+int(lens[cells]) <= exitWriteMax) {
+				n += int(lens[cells])
+				cells++
 			}
+			lens = lens[cells:]
+			piece := buf[off : off+n]
+			if !s.r.bw.wait(s.done, n) {
+				s.r.account(e, -int64(len(buf)-off)) // taken from the queue, never written
+				return
+			}
+			_, err := s.conn.Write(piece)
+			s.r.account(e, -int64(n))
+			off += n
+			if err != nil {
+				s.r.account(e, -int64(len(buf)-off))
+				s.close()
+				return
+			}
+			s.r.metrics.ExitBytes.WithLabelValues("to_target").Add(float64(n))
+			e.mu.Lock()
+			if !e.dead {
+				acts.Reset()
+				if e.rc.StreamConsumed(s.id, cells, &acts) == nil {
+					s.r.apply(e, &acts)
+				}
+			}
+			e.mu.Unlock()
 		}
-		e.mu.Unlock()
+		if cap(buf) > exitWriteMax { // a burst's buffer is not kept
+			buf, lens = nil, nil
+		}
 	}
 }

@@ -151,6 +151,52 @@ func TestExitStreamEcho(t *testing.T) {
 	}
 }
 
+// TestExitStreamBulkEcho: a MiB sent through the exit to an echo server
+// comes back whole and in order. The exit queues a stream's cells as bytes
+// and its writer takes them all at once, writing up to exitWriteMax bytes
+// of whole cells per system call and acknowledging those cells together.
+func TestExitStreamBulkEcho(t *testing.T) {
+	spec, stop := testRelay(t, "accept *:*", true)
+	defer stop()
+	echo := echoServer(t)
+	h := dialOneHop(t, spec)
+	id, err := h.cc.OpenStream("127.0.0.1", echo.Port(), &h.acts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.flush()
+	h.recv()
+	if len(h.acts.Connected) != 1 || h.acts.Connected[0] != id {
+		t.Fatalf("want CONNECTED, got ends %+v", h.acts.Ends)
+	}
+	h.acts.Reset()
+	msg := make([]byte, 1<<20)
+	rand.Read(msg)
+	sent := 0
+	var got []byte
+	for len(got) < len(msg) {
+		if sent < len(msg) {
+			n, err := h.cc.PackageData(id, msg[sent:], &h.acts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent += n
+		}
+		h.flush()
+		h.recv()
+		for _, d := range h.acts.Data {
+			got = append(got, d.Data...)
+			if err := h.cc.StreamConsumed(id, 1, &h.acts); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(got) > sent || !bytes.Equal(got, msg[:len(got)]) {
+			t.Fatalf("after %d bytes sent, %d came back and they differ", sent, len(got))
+		}
+		h.flush()
+	}
+}
+
 // TestTamperedCellDestroysCircuit: a RELAY cell modified in flight makes
 // the relay tear the circuit down with DESTROY.
 func TestTamperedCellDestroysCircuit(t *testing.T) {
