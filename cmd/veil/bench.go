@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -38,8 +39,20 @@ func runBench(ctx context.Context, args []string) error {
 	streams := fs.Int("open-streams", 500, "streams held open to measure memory per stream")
 	quiet := fs.Duration("quiet-wait", 120*time.Second, "wait up to this long for other processes to go quiet before measuring (0: no wait)")
 	verbose := fs.Bool("v", false, "debug logs")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (client, SOCKS port, web server, authorities) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cfg := bench.Config{
 		Dir: *dir, Out: *out, Authorities: *auths, Relays: *relays, Exits: *exits, Interval: *interval,
