@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -326,6 +327,7 @@ func capacityRun(t *testing.T, procs int) (float64, float64) {
 		return n
 	}
 	before := relay.stats()
+	loadBefore := selfCPU()
 	var sent atomic.Int64
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -368,6 +370,7 @@ func capacityRun(t *testing.T, procs int) (float64, float64) {
 	}
 	wg.Wait()
 	after := relay.stats()
+	loadCPU := selfCPU() - loadBefore
 	if got := counted(); got != total {
 		t.Fatalf("sinks counted %d of %d cells", got, total)
 	}
@@ -382,7 +385,16 @@ func capacityRun(t *testing.T, procs int) (float64, float64) {
 		t.Fatal("sinks checked no frame")
 	}
 	mib := float64(total*circuit.CellSize) / (1 << 20)
+	t.Logf("GOMAXPROCS=%d: the relay used %.2f cores, the generator and sinks (this process) %.2f", procs,
+		(after.CPU-before.CPU)/took.Seconds(), loadCPU/took.Seconds())
 	return float64(total*circuit.CellSize) / took.Seconds() / 1e6, (after.CPU - before.CPU) * 1000 / mib
+}
+
+// selfCPU is this process's user and system CPU seconds so far.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // waitCond waits on c (whose lock is held) for at most d.

@@ -37,7 +37,7 @@ func TestLinkFailureInsideARun(t *testing.T) {
 	if err := cl.build(spec, sink.spec); err != nil {
 		t.Fatal(err)
 	}
-	if n := circuitCount(r); n != 1 {
+	if n := r.circuitCount(); n != 1 {
 		t.Fatalf("relay has %d circuits after the build, want 1", n)
 	}
 	cells := make([]circuit.Cell, 4)
@@ -58,16 +58,9 @@ func TestLinkFailureInsideARun(t *testing.T) {
 	if !closedByPeer(l.nc, 10*time.Second) {
 		t.Fatal("the relay kept a link whose frame failed to open")
 	}
-	for deadline := time.Now().Add(10 * time.Second); circuitCount(r) != 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); r.circuitCount() != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the circuit of the failed link is still open (%d circuits): its run kept its lock", circuitCount(r))
+			t.Fatalf("the circuit of the failed link is still open (%d circuits): its run kept its lock", r.circuitCount())
 		}
 	}
-}
-
-// circuitCount is the number of circuits through r.
-func circuitCount(r *Relay) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.circs)
 }
