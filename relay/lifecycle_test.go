@@ -81,16 +81,7 @@ func dialFrom(t *testing.T, spec circuit.HopSpec, from string) (*linkio.Conn, er
 // echoRoundTrip opens a stream to echo over h and checks one round trip.
 func echoRoundTrip(t *testing.T, h *oneHop, echo uint16) {
 	t.Helper()
-	id, err := h.cc.OpenStream("127.0.0.1", echo, &h.acts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.flush()
-	h.recv()
-	if len(h.acts.Connected) != 1 || h.acts.Connected[0] != id {
-		t.Fatalf("want CONNECTED, got ends %+v", h.acts.Ends)
-	}
-	h.acts.Reset()
+	id := h.openStream(echo)
 	msg := []byte("still here")
 	h.cc.PackageData(id, msg, &h.acts)
 	h.flush()

@@ -89,6 +89,23 @@ func (h *oneHop) flush() {
 	h.acts.Reset()
 }
 
+// openStream opens a stream to port on 127.0.0.1 through h's circuit and
+// waits for CONNECTED.
+func (h *oneHop) openStream(port uint16) uint16 {
+	h.t.Helper()
+	id, err := h.cc.OpenStream("127.0.0.1", port, &h.acts)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.flush()
+	h.recv()
+	if len(h.acts.Connected) != 1 || h.acts.Connected[0] != id {
+		h.t.Fatalf("want CONNECTED, got ends %+v", h.acts.Ends)
+	}
+	h.acts.Reset()
+	return id
+}
+
 // recv handles cells until the client state machine reports something.
 func (h *oneHop) recv() {
 	c := h.next()
@@ -123,16 +140,7 @@ func TestExitStreamEcho(t *testing.T) {
 	defer stop()
 	echo := echoServer(t)
 	h := dialOneHop(t, spec)
-	id, err := h.cc.OpenStream("127.0.0.1", echo.Port(), &h.acts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.flush()
-	h.recv()
-	if len(h.acts.Connected) != 1 || h.acts.Connected[0] != id {
-		t.Fatalf("want CONNECTED, got ends %+v", h.acts.Ends)
-	}
-	h.acts.Reset()
+	id := h.openStream(echo.Port())
 	msg := bytes.Repeat([]byte("veil"), 300)
 	if n, err := h.cc.PackageData(id, msg, &h.acts); err != nil || n != len(msg) {
 		t.Fatalf("packaged %d: %v", n, err)
@@ -160,16 +168,7 @@ func TestExitStreamBulkEcho(t *testing.T) {
 	defer stop()
 	echo := echoServer(t)
 	h := dialOneHop(t, spec)
-	id, err := h.cc.OpenStream("127.0.0.1", echo.Port(), &h.acts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.flush()
-	h.recv()
-	if len(h.acts.Connected) != 1 || h.acts.Connected[0] != id {
-		t.Fatalf("want CONNECTED, got ends %+v", h.acts.Ends)
-	}
-	h.acts.Reset()
+	id := h.openStream(echo.Port())
 	msg := make([]byte, 1<<20)
 	rand.Read(msg)
 	sent := 0

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -43,17 +42,11 @@ func runBench(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	cfg := bench.Config{
 		Dir: *dir, Out: *out, Authorities: *auths, Relays: *relays, Exits: *exits, Interval: *interval,
 		Fetches: *fetches, Circuits: *circuits, BulkReps: *bulkReps, Parallel: *parallel,
@@ -69,7 +62,6 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		cfg.Sizes = append(cfg.Sizes, n)
 	}
-	var err error
 	if cfg.BulkSize, err = parseBytes(*bulk); err != nil {
 		return fmt.Errorf("--bulk: %w", err)
 	}

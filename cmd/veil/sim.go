@@ -66,17 +66,11 @@ func runSim(ctx context.Context, args []string) error {
 	if *out == "" {
 		*out = fmt.Sprintf("sim-%s-%d", sc.Name, *seed)
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	start := time.Now()
 	w, err := world.New(sc, *seed)
 	if err != nil {
