@@ -656,3 +656,50 @@ func TestDataBeforeConnectedRefused(t *testing.T) {
 		t.Fatalf("DATA before CONNECTED: %v", err)
 	}
 }
+
+// TestReleaseIdleKeys: a relay circuit drops its expanded layer keys only
+// after a whole period without cells, and works on afterwards: the keys
+// are expanded again from their bytes with the counters where they were.
+func TestReleaseIdleKeys(t *testing.T) {
+	ch := buildChain(t, 3) // the EXTENDs used hops 1 and 2; hop 3 saw no cell
+	expanded := func(rc *RelayCircuit) bool { return rc.hop.forward.aead != nil || rc.hop.backward.aead != nil }
+	for i, want := range []bool{true, true, false} {
+		if expanded(ch.rcs[i]) != want {
+			t.Fatalf("hop %d: keys expanded %v after the build, want %v", i+1, !want, want)
+		}
+		if ch.rcs[i].ReleaseIdle() {
+			t.Fatalf("hop %d released its keys in the period it carried cells (or had none expanded)", i+1)
+		}
+	}
+	for i, want := range []bool{true, true, false} {
+		if got := ch.rcs[i].ReleaseIdle(); got != want || expanded(ch.rcs[i]) {
+			t.Fatalf("hop %d: released %v after an idle period (want %v), keys still expanded: %v", i+1, got, want, expanded(ch.rcs[i]))
+		}
+	}
+	ch.ca.Reset()
+	id, err := ch.client.OpenStream("example.com", 443, &ch.ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.sendForward(); err != nil {
+		t.Fatalf("a BEGIN through released keys: %v", err)
+	}
+	if len(ch.ra.Begins) != 1 || ch.ra.Begins[0].StreamID != id {
+		t.Fatalf("the exit got begins %+v", ch.ra.Begins)
+	}
+	ch.ra.Reset()
+	if err := ch.rcs[2].StreamConnected(id, netip.Addr{}, &ch.ra); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.afterRelay(2); err != nil {
+		t.Fatalf("a CONNECTED through released keys: %v", err)
+	}
+	if len(ch.ca.Connected) != 1 || ch.ca.Connected[0] != id {
+		t.Fatalf("client connected = %v", ch.ca.Connected)
+	}
+	for i, rc := range ch.rcs {
+		if rc.ReleaseIdle() {
+			t.Fatalf("hop %d released its keys right after carrying cells", i+1)
+		}
+	}
+}

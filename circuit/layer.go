@@ -67,25 +67,36 @@ var (
 	ErrNonceExhausted = errors.New("circuit: nonce space exhausted")
 )
 
-// layerKey is one direction of one hop: an AEAD and its counter.
+// layerKey is one direction of one hop: its key, the AEAD expanded from
+// it, and its counter. The AEAD (AES key schedule and GHASH table, about
+// 770 bytes) is expanded on the first cell and may be dropped while the
+// circuit is idle (release); the key bytes stay.
 type layerKey struct {
-	aead    cipher.AEAD
+	aead    cipher.AEAD // nil until the first cell, and after release
+	key     [32]byte
 	counter uint64
 	nonce   [12]byte
 	tag     [TagSize]byte // tag of the last cell sealed or opened (SENDME proofs)
 }
 
-func newLayerKey(key [32]byte) (layerKey, error) {
-	block, err := aes.NewCipher(key[:])
-	if err != nil {
-		return layerKey{}, err
+func newLayerKey(key [32]byte) layerKey { return layerKey{key: key} }
+
+// expanded returns the key's AEAD, expanding it if needed.
+func (k *layerKey) expanded() (cipher.AEAD, error) {
+	if k.aead == nil {
+		block, err := aes.NewCipher(k.key[:])
+		if err != nil {
+			return nil, err
+		}
+		if k.aead, err = cipher.NewGCM(block); err != nil {
+			return nil, err
+		}
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return layerKey{}, err
-	}
-	return layerKey{aead: aead}, nil
+	return k.aead, nil
 }
+
+// release drops the expanded AEAD; the next cell expands it again.
+func (k *layerKey) release() { k.aead = nil }
 
 func (k *layerKey) next() ([]byte, error) {
 	if k.counter == ^uint64(0) {
@@ -98,11 +109,15 @@ func (k *layerKey) next() ([]byte, error) {
 
 // seal encrypts payload[:n] in place, writing the tag at payload[n:n+16].
 func (k *layerKey) seal(payload *[PayloadSize]byte, n int) error {
+	aead, err := k.expanded()
+	if err != nil {
+		return err
+	}
 	nonce, err := k.next()
 	if err != nil {
 		return err
 	}
-	k.aead.Seal(payload[:0], nonce, payload[:n], nil)
+	aead.Seal(payload[:0], nonce, payload[:n], nil)
 	copy(k.tag[:], payload[n:n+TagSize])
 	return nil
 }
@@ -110,11 +125,15 @@ func (k *layerKey) seal(payload *[PayloadSize]byte, n int) error {
 // open authenticates and decrypts payload[:n] (ciphertext and tag) in
 // place; the plaintext is payload[:n-16].
 func (k *layerKey) open(payload *[PayloadSize]byte, n int) error {
+	aead, err := k.expanded()
+	if err != nil {
+		return err
+	}
 	nonce, err := k.next()
 	if err != nil {
 		return err
 	}
-	if _, err := k.aead.Open(payload[:0], nonce, payload[:n], nil); err != nil {
+	if _, err := aead.Open(payload[:0], nonce, payload[:n], nil); err != nil {
 		return ErrAuth
 	}
 	copy(k.tag[:], payload[n-TagSize:n])
@@ -138,15 +157,7 @@ func newHopLayer(keys *HopKeys, pos int) (*hopLayer, error) {
 	if pos < 1 || pos > MaxHops {
 		return nil, errors.New("circuit: hop position out of range")
 	}
-	f, err := newLayerKey(keys.Forward)
-	if err != nil {
-		return nil, err
-	}
-	b, err := newLayerKey(keys.Backward)
-	if err != nil {
-		return nil, err
-	}
-	return &hopLayer{pos: pos, forward: f, backward: b}, nil
+	return &hopLayer{pos: pos, forward: newLayerKey(keys.Forward), backward: newLayerKey(keys.Backward)}, nil
 }
 
 // openForward removes this hop's forward layer and returns the flag. On

@@ -21,6 +21,7 @@ type RelayCircuit struct {
 	frags     msgAssembler
 	resolves  map[uint16]bool // RESOLVE requests the driver is working on
 	acts      *RelayActions   // set for the duration of one call
+	idleMark  uint64          // both layer counters' sum at the last ReleaseIdle
 }
 
 // RelayActions is what the driver must do after a call. Reset it between
@@ -106,6 +107,25 @@ func AcceptCreate(rand io.Reader, now func() time.Time, relayID [32]byte, onionK
 		return nil, nil, err
 	}
 	return rc, &created, nil
+}
+
+// ReleaseIdle drops the circuit's expanded layer keys (about 1.5 KiB) if
+// no cell was opened or sealed since the previous call, and reports
+// whether it did; the next cell expands them again from the key bytes.
+// A driver calls it now and then for every circuit, so that a circuit
+// idle for a whole period holds only its keys.
+func (rc *RelayCircuit) ReleaseIdle() bool {
+	mark := rc.hop.forward.counter + rc.hop.backward.counter
+	if mark != rc.idleMark {
+		rc.idleMark = mark
+		return false
+	}
+	if rc.hop.forward.aead == nil && rc.hop.backward.aead == nil {
+		return false
+	}
+	rc.hop.forward.release()
+	rc.hop.backward.release()
+	return true
 }
 
 // Position is this relay's position in the circuit (1 = guard).

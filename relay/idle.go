@@ -55,3 +55,48 @@ func (r *Relay) closeIdleLinks(now time.Time, timeout time.Duration) int {
 	}
 	return closed
 }
+
+// DefaultKeyReleasePeriod is how often the relay drops the expanded layer keys
+// (AES-GCM state, about 1.5 KiB) of circuits that carried no cell for a
+// whole period; such a circuit keeps only its key bytes and expands them
+// again at its next cell (about a microsecond). Most circuits through a
+// relay are idle most of the time.
+const DefaultKeyReleasePeriod = 10 * time.Second
+
+// keyReleaseLoop releases idle circuits' layer keys every
+// Config.KeyReleasePeriod until ctx is done.
+func (r *Relay) keyReleaseLoop(ctx context.Context) {
+	if r.cfg.KeyReleasePeriod < 0 {
+		return
+	}
+	t := time.NewTicker(r.cfg.KeyReleasePeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r.releaseIdleKeys()
+	}
+}
+
+// releaseIdleKeys asks every circuit to drop its expanded layer keys if
+// it carried no cell since the last call, and returns how many did.
+func (r *Relay) releaseIdleKeys() int {
+	r.mu.Lock()
+	circs := make([]*circEntry, 0, len(r.circs))
+	for e := range r.circs {
+		circs = append(circs, e)
+	}
+	r.mu.Unlock()
+	released := 0
+	for _, e := range circs {
+		e.mu.Lock()
+		if !e.dead && e.rc.ReleaseIdle() {
+			released++
+		}
+		e.mu.Unlock()
+	}
+	return released
+}

@@ -111,6 +111,10 @@ type Config struct {
 	// cell for this long (default DefaultIdleLinkTimeout; negative:
 	// never), so idle links do not pile up.
 	IdleLinkTimeout time.Duration
+	// KeyReleasePeriod: a circuit that carried no cell for a whole
+	// period drops its expanded layer keys (default
+	// DefaultKeyReleasePeriod; negative: never).
+	KeyReleasePeriod time.Duration
 	// DataDir, if set, keeps rotated onion keys (onion.key, and
 	// onion.key.prev during the overlap).
 	DataDir string
@@ -222,6 +226,9 @@ func New(cfg Config) (*Relay, error) {
 	}
 	if cfg.ConsensusInterval == 0 {
 		cfg.ConsensusInterval = 10 * time.Second
+	}
+	if cfg.KeyReleasePeriod == 0 {
+		cfg.KeyReleasePeriod = DefaultKeyReleasePeriod
 	}
 	if cfg.IdleLinkTimeout == 0 {
 		cfg.IdleLinkTimeout = DefaultIdleLinkTimeout
@@ -372,6 +379,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.spawn(func() { r.oomLoop(inner) })
 	r.spawn(func() { r.rotateLoop(ctx) })
 	r.spawn(func() { r.idleLoop(inner) })
+	r.spawn(func() { r.keyReleaseLoop(inner) })
 	listeners := append([]net.Listener{r.cfg.Listener}, r.cfg.Listeners...)
 	slots := make(chan struct{}, r.cfg.MaxInboundLinks)
 	errs := make(chan error, len(listeners))

@@ -196,6 +196,46 @@ func TestExitStreamBulkEcho(t *testing.T) {
 	}
 }
 
+// TestIdleCircuitReleasesKeys: the relay's periodic sweep drops the
+// expanded layer keys of a circuit that carried no cell for a whole
+// period, not before, and the circuit carries data afterwards.
+func TestIdleCircuitReleasesKeys(t *testing.T) {
+	p, _ := directory.ParseExitPolicy("accept *:*")
+	r, spec, cancel, done := startRelay(t, func(c *Config) {
+		c.ExitPolicy, c.AllowPrivateExit = p, true
+		c.KeyReleasePeriod = -1 // the test sweeps by hand
+	})
+	defer func() { cancel(); <-done }()
+	echo := echoServer(t)
+	h := dialOneHop(t, spec)
+	id := h.openStream(echo.Port())
+	if n := r.releaseIdleKeys(); n != 0 {
+		t.Fatalf("the first sweep after the stream opened released %d circuits' keys", n)
+	}
+	if n := r.releaseIdleKeys(); n != 1 {
+		t.Fatalf("a sweep after an idle period released %d circuits' keys, want 1", n)
+	}
+	msg := []byte("after the keys were released")
+	if n, err := h.cc.PackageData(id, msg, &h.acts); err != nil || n != len(msg) {
+		t.Fatalf("packaged %d: %v", n, err)
+	}
+	h.flush()
+	var got []byte
+	for len(got) < len(msg) {
+		h.recv()
+		for _, d := range h.acts.Data {
+			got = append(got, d.Data...)
+		}
+		h.acts.Reset()
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatalf("echo after the release: %q", got)
+	}
+	if n := r.releaseIdleKeys(); n != 0 {
+		t.Fatalf("a sweep right after data released %d circuits' keys", n)
+	}
+}
+
 // TestTamperedCellDestroysCircuit: a RELAY cell modified in flight makes
 // the relay tear the circuit down with DESTROY.
 func TestTamperedCellDestroysCircuit(t *testing.T) {
