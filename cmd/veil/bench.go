@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/veilnet/veil/internal/bench"
+	"github.com/veilnet/veil/relay"
 )
 
 // runBench is `veil bench` (bench/README.md): a local veil network
@@ -37,6 +38,7 @@ func runBench(ctx context.Context, args []string) error {
 	idle := fs.Int("idle-circuits", 600, "circuits opened to measure memory per idle circuit")
 	streams := fs.Int("open-streams", 500, "streams held open to measure memory per stream")
 	quiet := fs.Duration("quiet-wait", 120*time.Second, "wait up to this long for other processes to go quiet before measuring (0: no wait)")
+	idleWait := fs.Duration("idle-wait", 2*relay.DefaultKeyReleasePeriod+time.Second, "read the idle circuits' memory again after this long without a cell, when the relays have dropped their layer keys (0: do not)")
 	verbose := fs.Bool("v", false, "debug logs")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the bench process (client, SOCKS port, web server, authorities) to this file")
 	if err := fs.Parse(args); err != nil {
@@ -54,6 +56,10 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if *quiet == 0 {
 		cfg.QuietWait = -1
+	}
+	cfg.IdleWait = *idleWait
+	if *idleWait == 0 {
+		cfg.IdleWait = -1
 	}
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := parseBytes(s)

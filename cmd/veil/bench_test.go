@@ -32,7 +32,7 @@ func TestBenchSmall(t *testing.T) {
 	defer cancel()
 	err := runBench(ctx, []string{"--no-tor", "--out", out, "--quiet-wait", "0",
 		"--sizes", "1KiB,8KiB", "--bulk", "64KiB", "--fetches", "3", "--circuits", "3", "--bulk-reps", "2",
-		"--parallel", "2", "--idle-circuits", "20", "--open-streams", "10"})
+		"--parallel", "2", "--idle-circuits", "20", "--idle-wait", "0", "--open-streams", "10"})
 	if err != nil {
 		t.Fatal(err)
 	}

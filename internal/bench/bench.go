@@ -16,6 +16,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/veilnet/veil/relay"
 )
 
 // Config configures a run. Zero fields take the defaults in brackets.
@@ -41,6 +43,12 @@ type Config struct {
 	// memory figures are measured over [600, 500].
 	IdleCircuits int
 	OpenStreams  int
+	// IdleWait is how long the idle circuits sit before their memory is
+	// read a second time, when the relays have dropped their expanded
+	// layer keys and their links' read buffers (the baseline for that
+	// reading is taken as long after the links' last cells) [two
+	// key-release periods + 1 s]; negative: no second reading.
+	IdleWait time.Duration
 	// QuietWait bounds the wait for other processes to use at most
 	// QuietCores before measuring [120s, 0.15]; negative: no wait.
 	QuietWait  time.Duration
@@ -79,6 +87,9 @@ func (c *Config) defaults() {
 	}
 	if c.QuietWait == 0 {
 		c.QuietWait = 120 * time.Second
+	}
+	if c.IdleWait == 0 {
+		c.IdleWait = 2*relay.DefaultKeyReleasePeriod + time.Second
 	}
 	if c.QuietCores == 0 {
 		c.QuietCores = 0.15

@@ -36,8 +36,13 @@ type VeilResult struct {
 	RelayMem              []RelayMem           `json:"relay_memory"`
 	RSSMiB                Stat                 `json:"relay_rss_MiB"`
 	IdleCircuits          MemDelta             `json:"idle_circuits"`
-	OpenStreams           MemDelta             `json:"open_streams"`
-	BytesVerified         int64                `json:"bytes_verified"`
+	// IdleCircuitsLater is the same circuits after Config.IdleWait
+	// without a cell, against a baseline taken as long after the links'
+	// last cells (nil if not measured).
+	IdleCircuitsLater *MemDelta `json:"idle_circuits_later,omitempty"`
+	IdleWaitSeconds   float64   `json:"idle_wait_s,omitempty"`
+	OpenStreams       MemDelta  `json:"open_streams"`
+	BytesVerified     int64     `json:"bytes_verified"`
 }
 
 // Download is one size's OnionPerf figures.
@@ -441,6 +446,15 @@ func (m *measurer) idleCircuits(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var beforeIdle relaySnap
+	if m.cfg.IdleWait > 0 {
+		// The baseline of the second reading: links idle as long as the
+		// circuits will have been (their read buffers given back).
+		time.Sleep(m.cfg.IdleWait)
+		if beforeIdle, err = m.memSnapshot(ctx); err != nil {
+			return err
+		}
+	}
 	for i, cl := range clients {
 		if err := dialMany(ctx, min(m.cfg.IdleCircuits-i*perClient, perClient), func(j int) (net.Conn, error) {
 			return cl.DialIsolated(ctx, fmt.Sprint("idle", j), "tcp", m.web.addr)
@@ -457,6 +471,19 @@ func (m *measurer) idleCircuits(ctx context.Context) error {
 	m.v.IdleCircuits = d
 	m.progress("idle circuits: %.0f circuit hops at the relays, live heap and stacks +%.0f KiB (%.2f KiB each), RSS +%.0f KiB (%.2f KiB each)",
 		d.Count, d.LiveDeltaKiB, d.LivePerKiB, d.DeltaKiB, d.PerKiB)
+	if m.cfg.IdleWait <= 0 {
+		return nil
+	}
+	// By now each relay has dropped the expanded layer keys of circuits
+	// that carried no cell for a whole key-release period.
+	time.Sleep(m.cfg.IdleWait - time.Second)
+	later, err := m.memSnapshot(ctx)
+	if err != nil {
+		return err
+	}
+	dl := newMemDelta(m.cfg.IdleCircuits, beforeIdle, later, func(x relayMetrics) float64 { return x.Circuits })
+	m.v.IdleCircuitsLater, m.v.IdleWaitSeconds = &dl, m.cfg.IdleWait.Seconds()
+	m.progress("the same circuits after %v idle: live heap and stacks +%.0f KiB (%.2f KiB each)", m.cfg.IdleWait, dl.LiveDeltaKiB, dl.LivePerKiB)
 	return nil
 }
 

@@ -105,6 +105,9 @@ func table(res *Result) []Row {
 	add("resident memory per relay, median", "MiB", v.RSSMiB.Median, func(t *TorResult) float64 { return t.RSSMiB.Median }, "<= 1/4 Tor", atMost(0.25))
 	add("memory per idle circuit at a relay (live heap and stacks)", "KiB", v.IdleCircuits.LivePerKiB, nil, "<= 4 KiB plus queues", func(veil float64, _ *float64) *bool { return pb(veil <= 4) })
 	add("memory per idle circuit at a relay, RSS", "KiB", v.IdleCircuits.PerKiB, nil, "", nil)
+	if d := v.IdleCircuitsLater; d != nil {
+		add(fmt.Sprintf("memory per circuit at a relay after %.0f s idle (layer keys dropped; live heap and stacks)", v.IdleWaitSeconds), "KiB", d.LivePerKiB, nil, "", nil)
+	}
 	add("memory per open stream at a relay (live heap and stacks)", "KiB", v.OpenStreams.LivePerKiB, nil, "", nil)
 	add("memory per open stream at a relay, RSS", "KiB", v.OpenStreams.PerKiB, nil, "", nil)
 	return rows
