@@ -510,13 +510,13 @@ func (s *exitStream) writeLoop() {
 			}
 			continue
 		}
-		for off := 0; len(lens) > 0; {
+		for off, next := 0, 0; next < len(lens); {
 			n, cells := 0, 0
-			for cells < len(lens) && (cells == 0 || n+int(lens[cells]) <= exitWriteMax) {
-				n += int(lens[cells])
+			for next < len(lens) && (cells == 0 || n+int(lens[next]) <= exitWriteMax) {
+				n += int(lens[next])
+				next++
 				cells++
 			}
-			lens = lens[cells:]
 			piece := buf[off : off+n]
 			if !s.r.bw.wait(s.done, n) {
 				s.r.account(e, -int64(len(buf)-off)) // taken from the queue, never written
