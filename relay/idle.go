@@ -21,7 +21,12 @@ func (r *Relay) idleLoop(ctx context.Context) {
 	}
 	tick := max(timeout/4, 10*time.Millisecond)
 	tick = min(tick, time.Second)
-	t := time.NewTicker(tick)
+	every(ctx, tick, func() { r.closeIdleLinks(r.cfg.Now(), timeout) })
+}
+
+// every runs f every d until ctx is done.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -29,7 +34,7 @@ func (r *Relay) idleLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		r.closeIdleLinks(r.cfg.Now(), timeout)
+		f()
 	}
 }
 
@@ -69,16 +74,7 @@ func (r *Relay) keyReleaseLoop(ctx context.Context) {
 	if r.cfg.KeyReleasePeriod < 0 {
 		return
 	}
-	t := time.NewTicker(r.cfg.KeyReleasePeriod)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		r.releaseIdleKeys()
-	}
+	every(ctx, r.cfg.KeyReleasePeriod, func() { r.releaseIdleKeys() })
 }
 
 // releaseIdleKeys asks every circuit to drop its expanded layer keys if

@@ -106,6 +106,25 @@ func (h *oneHop) openStream(port uint16) uint16 {
 	return id
 }
 
+// echo sends msg (one window's worth at most) on stream id, which leads
+// to an echo server, and returns the bytes that come back.
+func (h *oneHop) echo(id uint16, msg []byte) []byte {
+	h.t.Helper()
+	if n, err := h.cc.PackageData(id, msg, &h.acts); err != nil || n != len(msg) {
+		h.t.Fatalf("packaged %d of %d bytes: %v", n, len(msg), err)
+	}
+	h.flush()
+	var got []byte
+	for len(got) < len(msg) {
+		h.recv()
+		for _, d := range h.acts.Data {
+			got = append(got, d.Data...)
+		}
+		h.acts.Reset()
+	}
+	return got
+}
+
 // recv handles cells until the client state machine reports something.
 func (h *oneHop) recv() {
 	c := h.next()
@@ -142,19 +161,7 @@ func TestExitStreamEcho(t *testing.T) {
 	h := dialOneHop(t, spec)
 	id := h.openStream(echo.Port())
 	msg := bytes.Repeat([]byte("veil"), 300)
-	if n, err := h.cc.PackageData(id, msg, &h.acts); err != nil || n != len(msg) {
-		t.Fatalf("packaged %d: %v", n, err)
-	}
-	h.flush()
-	var got []byte
-	for len(got) < len(msg) {
-		h.recv()
-		for _, d := range h.acts.Data {
-			got = append(got, d.Data...)
-		}
-		h.acts.Reset()
-	}
-	if !bytes.Equal(got, msg) {
+	if got := h.echo(id, msg); !bytes.Equal(got, msg) {
 		t.Fatal("echo through the exit differs")
 	}
 }
@@ -216,19 +223,7 @@ func TestIdleCircuitReleasesKeys(t *testing.T) {
 		t.Fatalf("a sweep after an idle period released %d circuits' keys, want 1", n)
 	}
 	msg := []byte("after the keys were released")
-	if n, err := h.cc.PackageData(id, msg, &h.acts); err != nil || n != len(msg) {
-		t.Fatalf("packaged %d: %v", n, err)
-	}
-	h.flush()
-	var got []byte
-	for len(got) < len(msg) {
-		h.recv()
-		for _, d := range h.acts.Data {
-			got = append(got, d.Data...)
-		}
-		h.acts.Reset()
-	}
-	if !bytes.Equal(got, msg) {
+	if got := h.echo(id, msg); !bytes.Equal(got, msg) {
 		t.Fatalf("echo after the release: %q", got)
 	}
 	if n := r.releaseIdleKeys(); n != 0 {
