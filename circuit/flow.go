@@ -88,6 +88,11 @@ func (a *StreamActions) reset() {
 	a.dataBuf = a.dataBuf[:0]
 }
 
+// empty reports whether a holds no stream event.
+func (a *StreamActions) empty() bool {
+	return len(a.Data) == 0 && len(a.Finished) == 0 && len(a.Ends) == 0 && len(a.Writable) == 0
+}
+
 // addData appends a copy of b for stream id to Data.
 func (a *StreamActions) addData(id uint16, b []byte) {
 	start := len(a.dataBuf)

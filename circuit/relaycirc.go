@@ -58,6 +58,13 @@ type StreamEnd struct {
 	Reason   EndReason
 }
 
+// OnlyCells reports whether a asks for nothing but cells to pass on, so
+// that a driver may hold them and add the next cells' (relay/circuits.go
+// runs).
+func (a *RelayActions) OnlyCells() bool {
+	return a.Extend == nil && len(a.Begins) == 0 && len(a.Resolves) == 0 && a.StreamActions.empty()
+}
+
 // Reset empties a for reuse.
 func (a *RelayActions) Reset() {
 	a.ToNext, a.ToPrev = a.ToNext[:0], a.ToPrev[:0]

@@ -121,7 +121,7 @@ func (r *Relay) readLink(ls *linkState, dialed bool) {
 	link := ls.link
 	rd := &linkReader{r: r, ls: ls}
 	err := link.ReadBatches(rd.handle, rd.flush)
-	if rd.run != nil { // the link failed in the middle of a read
+	if rd.run.e != nil { // the link failed in the middle of a read
 		rd.endRun()
 	}
 	r.log.Debug("link closed", "err", r.safeErr(err))
@@ -166,12 +166,11 @@ type linkReader struct {
 	// kept here, not per circuit, so that an idle circuit holds no cell
 	// buffers.
 	acts circuit.RelayActions
-	run  *circEntry // the circuit of the current run, its mu held; nil if none
-	// runID and runPrev say which circuit ID on this link the run is and
-	// whether the link is its client-ward side; runCells counts the cells
-	// whose products are waiting in acts.
+	// run is the circuit of the current run as seen from this link, its
+	// mu held (run.e nil: no run); runID is its circuit ID on this link;
+	// runCells counts the cells whose products wait in acts.
+	run      circSide
 	runID    uint32
-	runPrev  bool
 	runCells int
 }
 
@@ -181,7 +180,7 @@ const maxRun = 16
 
 func (rd *linkReader) handle(c *circuit.Cell) error {
 	rd.cells++
-	if rd.run != nil {
+	if rd.run.e != nil {
 		if c.Cmd == circuit.CmdRelay && c.CircID == rd.runID {
 			rd.relayCell(c)
 			return nil
@@ -193,7 +192,7 @@ func (rd *linkReader) handle(c *circuit.Cell) error {
 
 // flush runs after each batch the link's reader read.
 func (rd *linkReader) flush() error {
-	if rd.run != nil {
+	if rd.run.e != nil {
 		rd.endRun()
 	}
 	rd.w.flush()
@@ -206,9 +205,9 @@ func (rd *linkReader) flush() error {
 
 // relayCell handles a RELAY cell of the current run.
 func (rd *linkReader) relayCell(c *circuit.Cell) {
-	e, a := rd.run, &rd.acts
+	e, a := rd.run.e, &rd.acts
 	var err error
-	if rd.runPrev {
+	if rd.run.prev {
 		err = e.rc.HandleForward(&c.Payload, a)
 	} else {
 		err = e.rc.HandleBackward(&c.Payload, a)
@@ -216,7 +215,6 @@ func (rd *linkReader) relayCell(c *circuit.Cell) {
 	if err != nil {
 		// The circuit is destroyed: what the run produced so far would
 		// be dropped with its queues anyway.
-		a.Reset()
 		rd.runCells = 0
 		rd.endRun()
 		rd.r.log.Debug("destroying circuit", "err", err)
@@ -224,21 +222,15 @@ func (rd *linkReader) relayCell(c *circuit.Cell) {
 		return
 	}
 	rd.runCells++
-	if rd.runCells >= maxRun || !onlyCells(a) {
+	if rd.runCells >= maxRun || !a.OnlyCells() {
 		rd.applyRun()
 	}
-}
-
-// onlyCells reports whether a holds nothing but cells to pass on.
-func onlyCells(a *circuit.RelayActions) bool {
-	return a.Extend == nil && len(a.Begins) == 0 && len(a.Resolves) == 0 && len(a.Data) == 0 &&
-		len(a.Finished) == 0 && len(a.Ends) == 0 && len(a.Writable) == 0
 }
 
 // applyRun carries out the run's actions so far; the run goes on.
 func (rd *linkReader) applyRun() {
 	if rd.runCells > 0 {
-		rd.r.applyBatched(rd.run, &rd.acts, &rd.w)
+		rd.r.applyBatched(rd.run.e, &rd.acts, &rd.w)
 	}
 	rd.acts.Reset()
 	rd.runCells = 0
@@ -246,9 +238,9 @@ func (rd *linkReader) applyRun() {
 
 // endRun carries out the run's actions and releases its circuit.
 func (rd *linkReader) endRun() {
-	e := rd.run
+	e := rd.run.e
 	rd.applyRun()
-	rd.run = nil
+	rd.run = circSide{}
 	e.mu.Unlock()
 }
 
@@ -289,7 +281,7 @@ func (rd *linkReader) handleCell(c *circuit.Cell) error {
 	}
 	if c.Cmd == circuit.CmdRelay {
 		rd.acts.Reset()
-		rd.run, rd.runID, rd.runPrev, rd.runCells = e, c.CircID, side.prev, 0
+		rd.run, rd.runID, rd.runCells = side, c.CircID, 0
 		rd.relayCell(c)
 		return nil
 	}
